@@ -1,0 +1,44 @@
+# ggraph: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# the suite on both cores; set JOBS=1 for a serial run
+JOBS   ?= 2
+
+.PHONY: demo test test-slow build bench clean system-deps
+
+# Graphviz's `dot` renders the SVG pictures; installed from Debian when missing
+system-deps:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq graphviz) >/dev/null; \
+	  else echo "note: install Graphviz (dot) to render .svg graphs"; fi; }
+
+# the virtual environment with ggraph installed in editable mode (builds the C runtime)
+$(STAMP): pyproject.toml setup.py ggraph/backend/build_ffi.py $(wildcard csrc/*.c csrc/*.h csrc/*.def)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+build: $(STAMP)
+
+# build a small attention graph, compute it, write attention.dot and attention.svg
+demo: system-deps $(STAMP)
+	$(BIN)/python examples/attention_demo.py
+
+# the test suite (what CI runs)
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) tests
+
+# long tests (large graphs, many hypothesis examples)
+test-slow: system-deps $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n $(JOBS) -m slow tests
+
+# op timings against numpy in the same run
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ops.py
+
+clean:
+	rm -rf build $(VENV) ggraph/_C*.so ggraph/_C.c *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,78 @@
+/*
+ * ggraph.h: the C side of ggraph as cffi sees it.
+ *
+ * This file is read twice: by the C compiler and, with preprocessor lines
+ * dropped, by cffi's cdef parser. Keep it to plain declarations (no macros
+ * with bodies, no includes below the guard).
+ *
+ * Tensor layout follows ggml: ne[0] is the innermost (fastest) dimension,
+ * nb[i] is the stride of dimension i in bytes. For block (quantized) types
+ * nb[0] is the size of one block and ne[0] counts elements.
+ */
+#ifndef GGRAPH_H
+#define GGRAPH_H
+#include <stdint.h>
+#include <stddef.h>
+
+#define GG_MAX_DIMS 4
+#define GG_MAX_SRC 6
+#define GG_MAX_OP_PARAMS 64
+
+typedef struct gg_tensor gg_tensor;
+
+struct gg_tensor {
+    int32_t type;                       /* gg type id, equal to ggml's */
+    int32_t op;                         /* index into ops.def */
+    int64_t ne[4];                      /* elements per dimension */
+    size_t  nb[4];                      /* bytes per step in each dimension */
+    void   *data;
+    gg_tensor *src[6];
+    int32_t op_params[16];              /* read through the op's params struct */
+};
+
+typedef struct gg_threadpool gg_threadpool;
+
+/* what every kernel gets besides its dst: the thread's share and scratch */
+typedef struct {
+    int    ith, nth;                    /* this thread, threads working on this node */
+    size_t wsize;                       /* work buffer shared by all threads of the node */
+    void  *wdata;
+    int    use_simd;                    /* 0 forces the scalar reference paths */
+    gg_threadpool *pool;
+} gg_params;
+
+/* a planned graph: built once in Python, run many times */
+typedef struct {
+    int32_t     n_nodes;
+    gg_tensor **nodes;
+    int32_t    *n_tasks;                /* threads per node, <= n_threads */
+    size_t      wsize;
+    void       *wdata;
+    int64_t    *node_ns;                /* per-node wall time, or NULL */
+    int32_t     failed_node;            /* out: index of the node that failed, or -1 */
+} gg_cgraph;
+
+/* runs every node in order; 0 on success, else a GG_ERR_* code */
+int  gg_graph_compute(gg_cgraph *graph, int n_threads);
+
+int  gg_op_count(void);
+const char *gg_op_name(int op);
+int  gg_op_is_nop(int op);
+int  gg_op_has_kernel(int op);
+int  gg_simd_available(void);           /* 1 when built with AVX2+FMA+F16C */
+void gg_set_use_simd(int on);
+int  gg_get_use_simd(void);
+int  gg_threadpool_size(void);          /* threads created so far (including the caller) */
+
+void gg_fp32_to_fp16_row(const float *x, uint16_t *y, int64_t n);
+void gg_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n);
+void gg_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n);
+void gg_bf16_to_fp32_row(const uint16_t *x, float *y, int64_t n);
+
+#define GG_OK 0
+#define GG_ERR_NO_KERNEL 1
+#define GG_ERR_UNSUPPORTED_TYPE 2
+#define GG_ERR_BAD_INPUT 3
+#define GG_ERR_THREADS 4
+
+#endif

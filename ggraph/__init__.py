@@ -1,0 +1,22 @@
+"""ggraph: ggml-style computation graphs built in Python, run by a C runtime.
+
+    import ggraph as gg
+    ctx = gg.Context()
+    x = ctx.new_tensor(gg.F32, [32, 8])       # ne in ggml order: ne[0] fastest
+    y = gg.soft_max_ext(gg.mul_mat(w, x), None, 0.125, 0.0)
+    g = gg.Graph(); g.build_forward_expand(y); g.compute(n_threads=2)
+"""
+from .errors import GGraphError
+from .types import BF16, F16, F32, I32, GGType, as_type, blck_size, row_size, type_size
+from .tensor import Tensor
+from .context import Context
+from .graph import Graph, default_threads
+from .ops import *  # noqa: F401,F403
+from .ops import __all__ as _ops_all
+from .backend.ffi import get_use_simd, set_use_simd, simd_available
+
+__version__ = "0.1.0"
+
+__all__ = ["GGraphError", "GGType", "F32", "F16", "BF16", "I32", "as_type", "type_size", "blck_size",
+           "row_size", "Tensor", "Context", "Graph", "default_threads", "simd_available",
+           "set_use_simd", "get_use_simd"] + list(_ops_all)

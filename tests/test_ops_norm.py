@@ -1,0 +1,39 @@
+"""norm and rms_norm against numpy, over shapes, layouts and threads."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import ggraph as gg
+from ggraph.testing import ROW_LAYOUTS, check_graph, layouts, make_tensor, seeds, shapes
+
+
+# f32 sums of up to ~10^3 squares vs a float64 reference: relative error ~1e-6
+@pytest.mark.parametrize("op", ["norm", "rms_norm"])
+@given(ne=shapes(max_side=40), layout=layouts(ROW_LAYOUTS), eps=st.sampled_from([1e-6, 1e-5, 0.1]), seed=seeds())
+def test_norm_matches_numpy(op, ne, layout, eps, seed):
+    rng = np.random.default_rng(seed)
+    ctx = gg.Context()
+    a = make_tensor(ctx, gg.F32, ne, layout, rng=rng)
+    check_graph([getattr(gg, op)(a, eps)], rtol=2e-5, atol=2e-6, what=f"{op} {layout}")
+
+
+def test_rms_norm_of_constant_row_is_one():
+    ctx = gg.Context()
+    a = ctx.from_numpy(np.full((3, 16), 7.0, np.float32))
+    y = gg.rms_norm(a, 0.0)
+    gg.Graph().build_forward_expand(y).compute(1)
+    np.testing.assert_allclose(y.numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["norm", "rms_norm"])
+def test_norm_errors(op):
+    ctx = gg.Context()
+    f = getattr(gg, op)
+    with pytest.raises(gg.GGraphError, match=f"{op}: a must be F32, got F16"):
+        f(ctx.new_tensor(gg.F16, [8, 2]), 1e-5)
+    with pytest.raises(gg.GGraphError, match=f"{op}: rows of a must be contiguous"):
+        f(gg.transpose(ctx.new_tensor(gg.F32, [8, 2])), 1e-5)
+    with pytest.raises(gg.GGraphError, match="eps must be finite"):
+        f(ctx.new_tensor(gg.F32, [8]), float("nan"))
+    with pytest.raises(gg.GGraphError, match="must be a ggraph Tensor"):
+        f(np.zeros(3), 1e-5)
