@@ -39,6 +39,7 @@ class CPlan:
                     add(s)
             add(n)
         self.tensors = tensors
+        self._buffers = {}        # every buffer a data pointer points into stays alive with the plan
         self.ct = ffi.new("gg_tensor[]", max(1, len(tensors)))
         for i, t in enumerate(tensors):
             self._fill(self.ct[i], t, index)
@@ -72,6 +73,7 @@ class CPlan:
         if offs < 0 or offs + t.nbytes() > buf.nbytes:
             raise GGraphError(f"tensor {t.label()} lies outside its buffer")
         c.data = ffi.cast("void *", buf.ctypes.data + offs)
+        self._buffers[id(buf)] = buf
         for k, s in enumerate(t.src):
             c.src[k] = ffi.NULL if s is None else ffi.addressof(self.ct, index[s.id])
         if t.op is not None:
