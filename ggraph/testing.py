@@ -105,7 +105,8 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, *, rtol: float, atol:
         i = np.unravel_index(np.argmax((np.isinf(a) != inf_e) | (np.isinf(a) & (a != e))), a.shape)
         raise AssertionError(f"{what}: infinity mismatch at {i}: got {a[i]}, expected {e[i]}")
     fin = ~(nan_e | inf_e)
-    err = np.where(fin, np.abs(a - e), 0.0)
+    with np.errstate(invalid="ignore"):
+        err = np.where(fin, np.abs(a - e), 0.0)
     bound = atol + rtol * np.abs(np.where(fin, e, 0.0))
     bad = err > bound
     if bad.any():

@@ -109,3 +109,51 @@ def test_random_graphs_never_overlap_live_tensors(program, n_threads):
     g.compute(n_threads=n_threads)
     for o, r in zip(outs, ref):
         np.testing.assert_allclose(o.numpy(), r, rtol=1e-4, atol=1e-5)
+
+
+def _block(ctx, rng, cur, n_embd, n_head, n_ff, n_tokens, mask, il):
+    """One pre-norm transformer block, llama.cpp style."""
+    def w(*shape):
+        return ctx.from_numpy((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32),
+                              name=f"blk.{il}.w{len(ctx.tensors)}")
+    d = n_embd // n_head
+    inp = cur
+    cur = gg.mul(gg.rms_norm(cur, 1e-6), w(n_embd))
+    q = gg.reshape_3d(gg.mul_mat(w(n_embd, n_embd), cur), d, n_head, n_tokens)
+    k = gg.reshape_3d(gg.mul_mat(w(n_embd, n_embd), cur), d, n_head, n_tokens)
+    v = gg.reshape_3d(gg.mul_mat(w(n_embd, n_embd), cur), d, n_head, n_tokens)
+    q = gg.permute(q, 0, 2, 1, 3)                       # [d, n_tokens, n_head]
+    k = gg.permute(k, 0, 2, 1, 3)
+    kq = gg.soft_max_ext(gg.mul_mat(k, q), mask, 1.0 / np.sqrt(d), 0.0)   # [n_kv, n_tokens, n_head]
+    vt = gg.cont(gg.permute(v, 1, 2, 0, 3))             # [n_tokens(kv), d, n_head]
+    kqv = gg.permute(gg.mul_mat(vt, kq), 0, 2, 1, 3)    # [d, n_head, n_tokens]
+    cur = gg.mul_mat(w(n_embd, n_embd), gg.cont_2d(kqv, n_embd, n_tokens))
+    cur = gg.add(cur, inp)
+    ffn_inp = cur
+    cur = gg.mul(gg.rms_norm(cur, 1e-6), w(n_embd))
+    cur = gg.swiglu_split(gg.mul_mat(w(n_ff, n_embd), cur), gg.mul_mat(w(n_ff, n_embd), cur))
+    return gg.add(gg.mul_mat(w(n_embd, n_ff), cur), ffn_inp)
+
+
+def test_thirty_layer_stack_reuses_memory_and_matches_reference():
+    n_embd, n_head, n_ff, n_tokens, n_layer = 64, 4, 96, 8, 30
+    rng = np.random.default_rng(0)
+    ctx = gg.Context()
+    x = ctx.from_numpy(rng.standard_normal((n_tokens, n_embd)).astype(np.float32), name="inp")
+    mask = ctx.from_numpy(np.triu(np.full((n_tokens, n_tokens), -np.inf, np.float32), 1), name="mask")
+    cur = x
+    for il in range(n_layer):
+        cur = _block(ctx, rng, cur, n_embd, n_head, n_ff, n_tokens, mask, il)
+    out = gg.rms_norm(cur, 1e-6)
+    g = gg.Graph().build_forward_expand(out)
+    assert len(g.nodes) > 30 * 20
+    # the arena holds a few layers' worth of activations, not one block per node
+    per_token_row = n_ff * n_tokens * 4
+    assert g.mem_size() < 12 * per_token_row, (g.mem_size(), g.naive_mem_size())
+    assert g.naive_mem_size() > 40 * g.mem_size()
+    check_no_live_overlap(g)
+    g.compute(backend="reference")
+    ref = out.numpy().copy()
+    for n in (1, 2):
+        g.compute(n_threads=n)
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-3, atol=1e-3)
