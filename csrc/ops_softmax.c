@@ -138,8 +138,9 @@ void gg_fwd_soft_max(const gg_params *p, gg_tensor *dst) {
     /* ALiBi: heads are dims 2; n_head_log2 is the largest power of two <= n_head */
     const uint32_t n_head = (uint32_t)ne02;
     const uint32_t n_head_log2 = 1u << (uint32_t)floor(log2((double)n_head));
-    const float m0 = powf(2.0f, -max_bias / (float)n_head_log2);
-    const float m1 = powf(2.0f, -(max_bias / 2.0f) / (float)n_head_log2);
+    /* (slopes in double: one pow per row, exact to rounding; ggml uses powf) */
+    const double m0 = pow(2.0, -(double)max_bias / n_head_log2);
+    const double m1 = pow(2.0, -((double)max_bias / 2.0) / n_head_log2);
 
     const int64_t ne12 = src1 ? src1->ne[2] : 1, ne13 = src1 ? src1->ne[3] : 1;
     const size_t nb11 = src1 ? src1->nb[1] : 0, nb12 = src1 ? src1->nb[2] : 0, nb13 = src1 ? src1->nb[3] : 0;
@@ -150,8 +151,8 @@ void gg_fwd_soft_max(const gg_params *p, gg_tensor *dst) {
         const int64_t i01 = ir % ne01, i02 = (ir / ne01) % ne02, i03 = ir / (ne01 * ne02);
         const uint32_t h = (uint32_t)i02;
         const float slope = !(max_bias > 0.0f) ? 1.0f
-                          : h < n_head_log2 ? powf(m0, (float)(h + 1))
-                          : powf(m1, (float)(2 * (h - n_head_log2) + 1));
+                          : h < n_head_log2 ? (float)pow(m0, h + 1)
+                          : (float)pow(m1, 2 * (h - n_head_log2) + 1);
         const float *x = (const float *)((const char *)src0->data + i01 * nb01 + i02 * nb02 + i03 * nb03);
         float *y = (float *)((char *)dst->data + i01 * nb1 + i02 * nb2 + i03 * nb3);
         /* the mask's rows are a's rows; its dims 2 and 3 repeat over a's */

@@ -51,10 +51,13 @@ def soft_max_ext(a: Tensor, mask: Tensor | None = None, scale: float = 1.0, max_
     check_tensor(op, "mask", mask, optional=True)
     check_types(op, "a", a, (F32,))
     check(a.is_contiguous(), op, "a must be contiguous", a)
-    scale = as_float(op, "scale", scale)
-    max_bias = as_float(op, "max_bias", max_bias)
-    check(math.isfinite(scale), op, f"scale must be finite, got {scale}")
-    check(math.isfinite(max_bias), op, f"max_bias must be finite, got {max_bias}")
+    # params are stored as the kernel sees them (float, like ggml's op params)
+    with np.errstate(over="ignore"):
+        scale32 = float(np.float32(as_float(op, "scale", scale)))
+        max_bias32 = float(np.float32(as_float(op, "max_bias", max_bias)))
+    check(math.isfinite(scale32), op, f"scale must be finite (as a float32), got {scale}")
+    check(math.isfinite(max_bias32), op, f"max_bias must be finite (as a float32), got {max_bias}")
+    scale, max_bias = scale32, max_bias32
     if mask is not None:
         check_types(op, "mask", mask, (F16, F32))
         check(mask.is_contiguous(), op, "mask must be contiguous", mask)
