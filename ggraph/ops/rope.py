@@ -30,6 +30,13 @@ when ext_factor != 0:
 Pairs: mode 0 (ROPE_TYPE_NORMAL) (x[2k], x[2k+1]); mode 2 (ROPE_TYPE_NEOX)
 (x[k], x[k + n_dims/2]). Dims n_dims.. of each row are copied. Multi-section
 (mrope, imrope) and vision modes are not supported.
+
+Numerics: the kernel computes the angles and their cos/sin in double (once
+per token and thread) and rotates in f32, so results are exact to f32
+rounding at any position. ggml builds theta_k in float by repeated
+multiplication, which drifts by ~k ulps of theta (about 5e-3 rad at position
+32768); results differ from llama.cpp's by that much, not more. The float
+params are rounded to float32 when the node is made, as ggml stores them.
 """
 from __future__ import annotations
 
