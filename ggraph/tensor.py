@@ -232,7 +232,8 @@ class Tensor:
         tensor's type: F16 rounds to nearest even, as F16C does.
         """
         a = np.asarray(array)
-        if a.shape != self.shape and a.shape != self.ne[::-1]:
+        full = (1,) * (4 - a.ndim) + a.shape if a.ndim <= 4 else a.shape
+        if full != self.ne[::-1]:
             if not (a.size == self.nelements() and (a.ndim == 1 or self.n_dims == 1)):
                 raise GGraphError(f"set: array of shape {a.shape} does not fit tensor {self.label()} "
                                   f"of shape {self.shape}")
