@@ -7,7 +7,9 @@
  *   mask [>= n_kv, >= n_q, ne32, ne33] F16, contiguous, or absent
  *   dst  [DV, n_head, n_q, ne3] F32                   (permuted, as ggml's)
  *
- * Each thread takes (q row, head) pairs. For one pair the scores
+ * A unit of work is one q row of the heads that share a K/V head (grouped-query
+ * attention: each K and V row is loaded once for all of them); threads take
+ * units in turn. For one q row and head the scores
  *   s = softcap * tanh(scale/softcap * q.k) + slope * mask       (softcap != 0)
  *   s = scale * q.k + slope * mask                                (softcap == 0)
  * are folded into the result with an online softmax: a running max M, a
@@ -22,6 +24,9 @@
 #include "ggraph_impl.h"
 #include "vec.h"
 #include "ops_attention.h"
+
+/* q heads handled together per pass over the K/V rows of their shared head */
+#define GG_MAX_GROUP 16
 
 /* sum_i x[i] * y[i] for y F16 */
 static inline float gg_fa_dot_f16(int simd, const float *x, const uint16_t *y, int64_t n) {
@@ -119,12 +124,14 @@ static bool gg_fa_kv_type_ok(int type) {
     return type == GG_TYPE_F32 || type == GG_TYPE_F16 || type == GG_TYPE_BF16;
 }
 
-/* per-thread scratch in floats: the accumulator and one converted row, cache lines apart
- * (the Python side's work_size computes the same) */
-static size_t gg_fa_stride(int64_t dk, int64_t dv) {
-    const int64_t a = (dv + 15) / 16 * 16;
-    const int64_t b = (GG_MAX(dk, dv) + 15) / 16 * 16;
-    return (size_t)(a + b + 16);
+/* per-thread scratch in floats for units of g heads: g accumulators, one converted
+ * row, and g running maxima and sums, cache lines apart (the Python side's work_size
+ * computes the same for g = n_head / n_head_kv, the largest g used) */
+static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
+    const int64_t acc = g * ((dv + 15) / 16 * 16);
+    const int64_t row = (GG_MAX(dk, dv) + 15) / 16 * 16;
+    const int64_t ms = (2 * g + 15) / 16 * 16;
+    return (size_t)(acc + row + ms + 16);
 }
 
 void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
@@ -141,15 +148,22 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
         gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
         return;
     }
-    const size_t stride = gg_fa_stride(DK, DV);
-    if (p->wdata == NULL || p->wsize < (size_t)p->nth * stride * sizeof(float)) {
-        gg_fail(p, GG_ERR_BAD_INPUT);
-        return;
-    }
 
     /* broadcast of K and V heads over q heads (grouped-query attention) */
     const int64_t rk2 = n_head / k->ne[2], rk3 = q->ne[3] / k->ne[3];
     const int64_t rv2 = n_head / v->ne[2], rv3 = q->ne[3] / v->ne[3];
+
+    /* a unit of work: one q row of the g heads that read the same K and V head, so each
+     * K/V row is loaded once for all g of them; g = 1 when that leaves threads idle */
+    const int64_t nr1 = n_q * q->ne[3];
+    const int64_t g = (rk2 == rv2 && nr1 * (n_head / rk2) >= p->nth) ? rk2 : 1;
+    const int64_t n_units = nr1 * (n_head / g);
+
+    const size_t stride = gg_fa_stride(DK, DV, g);
+    if (p->wdata == NULL || p->wsize < (size_t)p->nth * stride * sizeof(float)) {
+        gg_fail(p, GG_ERR_BAD_INPUT);
+        return;
+    }
 
     float scale = pp->scale;
     const float max_bias = pp->max_bias, softcap = pp->logit_softcap;
@@ -160,58 +174,78 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const float m0 = powf(2.0f, -(max_bias) / (float)n_head_log2);
     const float m1 = powf(2.0f, -(max_bias / 2.0f) / (float)n_head_log2);
 
-    float *acc = (float *)p->wdata + (size_t)p->ith * stride;
-    float *tmp = acc + (DV + 15) / 16 * 16;
+    const int64_t dvp = (DV + 15) / 16 * 16;
+    float *acc = (float *)p->wdata + (size_t)p->ith * stride;          /* g rows of dvp */
+    float *tmp = acc + g * dvp;
+    float *M = tmp + (GG_MAX(DK, DV) + 15) / 16 * 16;                    /* largest score so far */
+    float *S = M + g;                                                    /* sum of exp(s - M) */
     const int simd = p->use_simd;
 
-    const int64_t nr = n_q * n_head * q->ne[3];
-    for (int64_t ir = p->ith; ir < nr; ir += p->nth) {
-        const int64_t iq1 = ir % n_q;                 /* q row */
-        const int64_t iq2 = (ir / n_q) % n_head;      /* head */
-        const int64_t iq3 = ir / (n_q * n_head);
+    const float *pq[GG_MAX_GROUP];
+    const uint16_t *mp[GG_MAX_GROUP];
+    float slope[GG_MAX_GROUP];
 
-        const uint32_t h = (uint32_t)iq2;
-        const float slope = max_bias > 0.0f
-            ? (h < n_head_log2 ? powf(m0, (float)(h + 1)) : powf(m1, (float)(2 * (h - n_head_log2) + 1)))
-            : 1.0f;
+    for (int64_t iu = p->ith; iu < n_units; iu += p->nth) {
+        const int64_t iq1 = iu % n_q;                         /* q row */
+        const int64_t ig = (iu / n_q) % (n_head / g);         /* group of heads */
+        const int64_t iq3 = iu / (n_q * (n_head / g));
+        const int64_t h0 = ig * g;                            /* first head of the unit */
 
-        const uint16_t *mp = mask
-            ? (const uint16_t *)((const char *)mask->data + iq1 * mask->nb[1] +
-                                 (iq2 % mask->ne[2]) * mask->nb[2] + (iq3 % mask->ne[3]) * mask->nb[3])
-            : NULL;
-        const float *pq = (const float *)((const char *)q->data + iq1 * q->nb[1] + iq2 * q->nb[2] + iq3 * q->nb[3]);
-        const char *kbase = (const char *)k->data + (iq2 / rk2) * k->nb[2] + (iq3 / rk3) * k->nb[3];
-        const char *vbase = (const char *)v->data + (iq2 / rv2) * v->nb[2] + (iq3 / rv3) * v->nb[3];
+        const char *kbase = (const char *)k->data + (h0 / rk2) * k->nb[2] + (iq3 / rk3) * k->nb[3];
+        const char *vbase = (const char *)v->data + (h0 / rv2) * v->nb[2] + (iq3 / rv3) * v->nb[3];
 
-        memset(acc, 0, (size_t)DV * sizeof(float));
-        float S = 0.0f;             /* sum of exp(s - M) */
-        float M = -INFINITY;        /* largest score so far */
-
-        for (int64_t ic = 0; ic < n_kv; ic++) {
-            const float mv = mp ? slope * gg_fp16_to_fp32(mp[ic]) : 0.0f;
-            if (mv == -INFINITY) continue;
-
-            float s = gg_fa_dot(simd, k->type, pq, kbase + ic * k->nb[1], tmp, DK) * scale;
-            if (softcap != 0.0f) s = softcap * tanhf(s);
-            s += mv;
-
-            float ms = 1.0f;        /* rescales the old terms when the max grows */
-            float vs = 1.0f;        /* exp(s - M) of this term */
-            if (s > M) {
-                const float M_old = M;
-                M = s;
-                ms = expf(M_old - M);
-                gg_vec_scale_f32(simd, acc, acc, ms, DV);
-            } else {
-                vs = expf(s - M);
+        for (int64_t j0 = 0; j0 < g; j0 += GG_MAX_GROUP) {
+            const int64_t gn = GG_MIN(g - j0, GG_MAX_GROUP);
+            for (int64_t j = 0; j < gn; j++) {
+                const int64_t iq2 = h0 + j0 + j;
+                const uint32_t h = (uint32_t)iq2;
+                slope[j] = max_bias > 0.0f
+                    ? (h < n_head_log2 ? powf(m0, (float)(h + 1)) : powf(m1, (float)(2 * (h - n_head_log2) + 1)))
+                    : 1.0f;
+                mp[j] = mask
+                    ? (const uint16_t *)((const char *)mask->data + iq1 * mask->nb[1] +
+                                         (iq2 % mask->ne[2]) * mask->nb[2] + (iq3 % mask->ne[3]) * mask->nb[3])
+                    : NULL;
+                pq[j] = (const float *)((const char *)q->data + iq1 * q->nb[1] + iq2 * q->nb[2] + iq3 * q->nb[3]);
+                memset(acc + j * dvp, 0, (size_t)DV * sizeof(float));
+                M[j] = -INFINITY;
+                S[j] = 0.0f;
             }
-            gg_fa_mad(simd, v->type, acc, vbase + ic * v->nb[1], vs, tmp, DV);
-            S = S * ms + vs;
-        }
 
-        const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;
-        /* permuted: dst[:, head, q row, iq3] */
-        float *y = (float *)((char *)dst->data + iq2 * dst->nb[1] + iq1 * dst->nb[2] + iq3 * dst->nb[3]);
-        gg_vec_scale_f32(simd, y, acc, S_inv, DV);
+            for (int64_t ic = 0; ic < n_kv; ic++) {
+                const char *krow = kbase + ic * k->nb[1];
+                const char *vrow = vbase + ic * v->nb[1];
+                for (int64_t j = 0; j < gn; j++) {
+                    const float mv = mp[j] ? slope[j] * gg_fp16_to_fp32(mp[j][ic]) : 0.0f;
+                    if (mv == -INFINITY) continue;
+
+                    float s = gg_fa_dot(simd, k->type, pq[j], krow, tmp, DK) * scale;
+                    if (softcap != 0.0f) s = softcap * tanhf(s);
+                    s += mv;
+
+                    float *a = acc + j * dvp;
+                    float ms = 1.0f;        /* rescales the old terms when the max grows */
+                    float vs = 1.0f;        /* exp(s - M) of this term */
+                    if (s > M[j]) {
+                        const float M_old = M[j];
+                        M[j] = s;
+                        ms = expf(M_old - s);
+                        gg_vec_scale_f32(simd, a, a, ms, DV);
+                    } else {
+                        vs = expf(s - M[j]);
+                    }
+                    gg_fa_mad(simd, v->type, a, vrow, vs, tmp, DV);
+                    S[j] = S[j] * ms + vs;
+                }
+            }
+
+            for (int64_t j = 0; j < gn; j++) {
+                const int64_t iq2 = h0 + j0 + j;
+                const float S_inv = S[j] == 0.0f ? 0.0f : 1.0f / S[j];
+                /* permuted: dst[:, head, q row, iq3] */
+                float *y = (float *)((char *)dst->data + iq2 * dst->nb[1] + iq1 * dst->nb[2] + iq3 * dst->nb[3]);
+                gg_vec_scale_f32(simd, y, acc + j * dvp, S_inv, DV);
+            }
+        }
     }
 }

@@ -35,9 +35,11 @@ PREC_F32 = 10
 
 
 def _fa_work(node, n_threads: int) -> int:
-    dk, dv = node.src[1].ne[0], node.src[2].ne[0]
-    # per thread: the accumulator and one converted K/V row, in floats (ops_attention.c gg_fa_stride)
-    stride = (dv + 15) // 16 * 16 + (max(dk, dv) + 15) // 16 * 16 + 16
+    q, k, v = node.src[0], node.src[1], node.src[2]
+    dk, dv, g = k.ne[0], v.ne[0], q.ne[2] // k.ne[2]
+    # per thread, in floats (ops_attention.c gg_fa_stride): accumulators of the g q heads
+    # that share a K head, one converted K/V row, and g running maxima and sums
+    stride = g * ((dv + 15) // 16 * 16) + (max(dk, dv) + 15) // 16 * 16 + (2 * g + 15) // 16 * 16 + 16
     return n_threads * stride * 4
 
 
