@@ -167,7 +167,10 @@ def _clamp_ref(node, a):
 # ---- unary ----
 
 def _gelu64(x):
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * x * (1.0 + 0.044715 * x * x)))
+    # 0.5*x*(1 + tanh(u)) written as x / (1 + e^(-2u)): the same function, without the
+    # cancellation of 1 + tanh(u) that loses every digit, even in float64, below x ~ -6
+    u = np.sqrt(2.0 / np.pi) * x * (1.0 + 0.044715 * x * x)
+    return x / (1.0 + np.exp(-2.0 * u))
 
 
 def _silu64(x):
