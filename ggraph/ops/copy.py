@@ -1,0 +1,151 @@
+"""Copies and type conversions.
+
+    dup(a)                    a new contiguous tensor with a's type and ne
+    cpy(a, b)                 a's values converted to b's type, written into b; the result is a view of b
+    cont(a)                   a contiguous copy of a (same type and ne)
+    cont_1d .. cont_4d(a, ne0, ...)   a contiguous copy of a with a new shape
+
+Elements are copied in row-major order of a (ne0 fastest) into row-major
+order of the destination, so shapes may differ as long as the element
+counts match (as in ggml). Any layout works for the source, and for cpy's
+destination b: b is typically a view into a bigger tensor, e.g. one slot of
+a KV cache, and only the bytes of that view are written.
+
+Types (ggml's CPU backend): dup and cont keep a's type (F32, F16, BF16, I32).
+cpy converts between
+    F32  <-> F16, BF16, I32 (both ways)
+    F16  <-> BF16
+    any of F32, F16, BF16, I32 to itself
+F16 rounds to nearest even (F16C), BF16 rounds to nearest even with NaN kept
+quiet, F32 -> I32 truncates toward zero (NaN and out-of-range values give
+INT32_MIN, as x86's cvttss2si in ggml does). I32 <-> F16/BF16 is refused, as
+in ggml. Quantized destinations come with the quant types: in C each type is
+one entry of the converter table in csrc/ops_copy.c.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import BF16, F16, F32, I32, Tensor
+from .registry import as_int, check, check_tensor, check_types, defop
+
+__all__ = ["dup", "cpy", "cont", "cont_1d", "cont_2d", "cont_3d", "cont_4d"]
+
+COPY_TYPES = (F32, F16, BF16, I32)
+
+# (src, dst) pairs cpy accepts: ggml's CPU dup/cpy kernels
+CPY_PAIRS = frozenset(
+    [(t, t) for t in COPY_TYPES]
+    + [(F32, F16), (F32, BF16), (F32, I32), (F16, F32), (BF16, F32), (I32, F32), (F16, BF16), (BF16, F16)]
+)
+
+
+def _work_size(node: Tensor, n_threads: int) -> int:
+    """One f32 scratch row per thread when the types differ (csrc/ops_copy.c: gg_copy_scratch_bytes)."""
+    if node.src[0].type is node.type:
+        return 0
+    per = (node.ne[0] * 4 + 63) // 64 * 64 + 64
+    return n_threads * per
+
+
+DUP = defop("dup", work_size=_work_size)
+CPY = defop("cpy", writes_src=1, work_size=_work_size)
+CONT = defop("cont", work_size=_work_size)
+
+
+def dup(a: Tensor) -> Tensor:
+    check_tensor("dup", "a", a)
+    check_types("dup", "a", a, COPY_TYPES)
+    return DUP.node(a.type, a.ne, [a])
+
+
+def cpy(a: Tensor, b: Tensor) -> Tensor:
+    """Writes a's values, converted to b's type, into b; returns a view of b
+    that carries the op (add it to the graph to run the copy)."""
+    check_tensor("cpy", "a", a)
+    check_tensor("cpy", "b", b)
+    if (a.type, b.type) not in CPY_PAIRS:
+        pairs = ", ".join(sorted(f"{s}->{d}" for s, d in CPY_PAIRS if s is not d))
+        check(False, "cpy", f"cannot copy {a.type} into {b.type}; supported: same type "
+              f"({', '.join(str(t) for t in COPY_TYPES)}) or {pairs}", a, b)
+    check(a.nelements() == b.nelements(), "cpy",
+          f"a and b must have the same number of elements ({a.nelements()} != {b.nelements()})", a, b)
+    return CPY.node(b.type, b.ne, [a, b], nb=b.nb)
+
+
+def cont(a: Tensor) -> Tensor:
+    check_tensor("cont", "a", a)
+    check_types("cont", "a", a, COPY_TYPES)
+    return CONT.node(a.type, a.ne, [a])
+
+
+def _cont_nd(op: str, a: Tensor, ne) -> Tensor:
+    check_tensor(op, "a", a)
+    check_types(op, "a", a, COPY_TYPES)
+    ne = [as_int(op, f"ne{i}", x) for i, x in enumerate(ne)]
+    check(all(x >= 1 for x in ne), op, f"sizes must be >= 1, got {ne}", a)
+    n = int(np.prod(ne, dtype=np.int64))
+    check(n == a.nelements(), op, f"cannot make {a.nelements()} elements into ne={ne}", a)
+    return CONT.node(a.type, ne, [a])
+
+
+def cont_1d(a: Tensor, ne0: int) -> Tensor:
+    return _cont_nd("cont_1d", a, [ne0])
+
+
+def cont_2d(a: Tensor, ne0: int, ne1: int) -> Tensor:
+    return _cont_nd("cont_2d", a, [ne0, ne1])
+
+
+def cont_3d(a: Tensor, ne0: int, ne1: int, ne2: int) -> Tensor:
+    return _cont_nd("cont_3d", a, [ne0, ne1, ne2])
+
+
+def cont_4d(a: Tensor, ne0: int, ne1: int, ne2: int, ne3: int) -> Tensor:
+    return _cont_nd("cont_4d", a, [ne0, ne1, ne2, ne3])
+
+
+# ---- numpy references ----
+
+def f32_to_i32(x: np.ndarray) -> np.ndarray:
+    """Truncation toward zero; NaN and values outside int32 become INT32_MIN (x86 cvttss2si)."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = (x >= -2.0**31) & (x < 2.0**31)
+    return np.where(ok, np.trunc(np.where(ok, x, 0.0)), -2.0**31).astype(np.int32)
+
+
+def _copy_ref(node, a, *_):
+    flat = a.reshape(-1)
+    if node.type is I32 and flat.dtype != np.int32:
+        flat = f32_to_i32(flat)
+    return flat.reshape(node.ne[::-1])
+
+
+DUP.reference(_copy_ref)
+CPY.reference(_copy_ref)
+CONT.reference(_copy_ref)
+
+
+# ---- examples ----
+
+@DUP.case
+def _dup_case(ctx, rng):
+    from .view import transpose
+    a = ctx.from_numpy(rng.standard_normal((3, 5, 7)).astype(np.float16))
+    return dup(transpose(a))
+
+
+@CPY.case
+def _cpy_case(ctx, rng):
+    """One token's K row written into slot 2 of an F16 KV cache."""
+    from .view import view_2d
+    cache = ctx.new_tensor(F16, [16, 6])
+    k = ctx.from_numpy(rng.standard_normal((1, 16)).astype(np.float32))
+    return cpy(k, view_2d(cache, 16, 1, cache.nb[1], 2 * cache.nb[1]))
+
+
+@CONT.case
+def _cont_case(ctx, rng):
+    from .view import permute
+    a = ctx.from_numpy(rng.standard_normal((2, 3, 4, 5)).astype(np.float32))
+    return cont_2d(permute(a, 1, 0, 3, 2), 20, 6)
