@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define GG_AVX2 1
@@ -47,6 +48,18 @@ void gg_fail(const gg_params *p, int code);
 
 /* waits until every thread of the pool working on this graph gets here */
 void gg_barrier(const gg_params *p);
+
+/* element converters (ops_copy.c: its table is the one place a type's row
+ * conversion is added). xs/ys are element strides in bytes. */
+int  gg_cvt_has(int type);
+void gg_cvt_to_f32(int simd, int type, const void *x, size_t xs, float *y, int64_t n);
+void gg_cvt_from_f32(int simd, int type, const float *x, void *y, size_t ys, int64_t n);
+
+/* f32 -> i32 truncating toward zero; NaN and out-of-range give INT32_MIN, as
+ * x86's cvttss2si does (a plain C cast would be undefined there) */
+static inline int32_t gg_f32_to_i32(float v) {
+    return (v >= -2147483648.0f && v < 2147483648.0f) ? (int32_t)v : INT32_MIN;
+}
 
 #define GG_UNUSED(x) (void)(x)
 #define GG_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -184,7 +197,7 @@ static inline void gg_set_f32(void *row, int type, int64_t i, float v) {
     case GG_TYPE_F32:  ((float *)row)[i] = v; break;
     case GG_TYPE_F16:  ((uint16_t *)row)[i] = gg_fp32_to_fp16(v); break;
     case GG_TYPE_BF16: ((uint16_t *)row)[i] = gg_fp32_to_bf16(v); break;
-    case GG_TYPE_I32:  ((int32_t *)row)[i] = (int32_t)v; break;
+    case GG_TYPE_I32:  ((int32_t *)row)[i] = gg_f32_to_i32(v); break;
     default: break;
     }
 }

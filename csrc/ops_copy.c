@@ -171,13 +171,6 @@ static void gg_i32_to_f32(int simd, const void *x, size_t xs, float *y, int64_t 
     }
 }
 
-/* C's truncation toward zero; NaN and values outside int32 give INT32_MIN,
- * which is what x86's cvttss2si (and so ggml on x86) produces */
-static inline int32_t gg_f32_to_i32(float f) {
-    if (!(f >= -2147483648.0f && f < 2147483648.0f)) return INT32_MIN;
-    return (int32_t)f;
-}
-
 static void gg_i32_from_f32(int simd, const float *x, void *y, size_t ys, int64_t n) {
     int64_t i = 0;
     if (ys == sizeof(int32_t)) {

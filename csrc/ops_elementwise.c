@@ -18,12 +18,6 @@
 #include "vec.h"
 #include "ops_elementwise.h"
 
-/* element converters, defined in ops_copy.c (its converter table is the one
- * place types are added); declared here because ops_copy.h is read by cffi */
-int  gg_cvt_has(int type);
-void gg_cvt_to_f32(int simd, int type, const void *x, size_t xs, float *y, int64_t n);
-void gg_cvt_from_f32(int simd, int type, const float *x, void *y, size_t ys, int64_t n);
-
 /* this thread's scratch of nf floats, or NULL if the work buffer is short;
  * the size per thread must match elementwise.py's _scratch_bytes */
 static float *gg_ew_scratch(const gg_params *p, int64_t nf) {

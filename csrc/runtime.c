@@ -72,23 +72,29 @@ int  gg_get_use_simd(void) { return atomic_load(&gg_use_simd); }
 
 #define GG_MAX_THREADS 64
 #define GG_SPIN_BEFORE_YIELD 4096
-#define GG_SPIN_BEFORE_SLEEP 200000
+#define GG_SPIN_BEFORE_SLEEP 20000      /* ~0.5 ms of pause: covers the Python gap between decode steps */
+
+/* job word: generation << 8 | n_threads of that job, read in one load so a
+ * worker never pairs one job's generation with another job's thread count */
+#define GG_JOB(gen, nth) (((int64_t)(gen) << 8) | (int64_t)(nth))
+#define GG_JOB_NTH(job) ((int)((job) & 0xff))
 
 struct gg_threadpool {
     pthread_t       threads[GG_MAX_THREADS];
-    int             start_gen[GG_MAX_THREADS]; /* job_gen when each worker was made */
+    int64_t         start_job[GG_MAX_THREADS]; /* job word when each worker was made */
     int             n_created;          /* workers started (thread 0 is the caller) */
 
     pthread_mutex_t compute_mutex;      /* one graph at a time */
     pthread_mutex_t wake_mutex;
     pthread_cond_t  wake_cond;
 
-    /* the job: written by thread 0 before bumping job_gen */
+    /* the job: written by thread 0 before publishing the job word */
     gg_cgraph      *graph;
     int             n_threads;
     int             use_simd;
-    atomic_int      job_gen;
-    atomic_int      n_finished;
+    int64_t         gen;
+    _Atomic int64_t job;
+    atomic_int      n_finished;         /* workers of this job that are done */
 
     atomic_int      barrier_count;
     atomic_int      barrier_gen;
@@ -170,28 +176,33 @@ static void gg_compute_thread(gg_threadpool *pool, int ith) {
     }
 }
 
+/* A worker runs the jobs whose thread count includes it. Only those workers
+ * are waited for, so idle workers of a larger earlier job cost nothing. */
 static void *gg_worker_main(void *arg) {
     const int ith = (int)(intptr_t)arg;
     gg_threadpool *pool = &gg_pool;
-    int seen = pool->start_gen[ith];   /* not job_gen now: a job may already be posted */
+    int64_t seen = pool->start_job[ith];     /* not the job word now: a job may already be posted */
     for (;;) {
+        int64_t job;
         int spins = 0;
-        while (atomic_load_explicit(&pool->job_gen, memory_order_acquire) == seen) {
+        while ((job = atomic_load_explicit(&pool->job, memory_order_acquire)) == seen) {
             if (++spins < GG_SPIN_BEFORE_SLEEP) {
                 gg_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&pool->wake_mutex);
-            while (atomic_load(&pool->job_gen) == seen) {
+            while ((job = atomic_load(&pool->job)) == seen) {
                 pthread_cond_wait(&pool->wake_cond, &pool->wake_mutex);
             }
             pthread_mutex_unlock(&pool->wake_mutex);
+            break;
         }
-        seen = atomic_load(&pool->job_gen);
-        if (ith < pool->n_threads) {
+        seen = job;
+        if (ith < GG_JOB_NTH(job)) {
+            /* thread 0 waits for us before it touches the job fields again */
             gg_compute_thread(pool, ith);
+            atomic_fetch_add_explicit(&pool->n_finished, 1, memory_order_acq_rel);
         }
-        atomic_fetch_add_explicit(&pool->n_finished, 1, memory_order_acq_rel);
     }
     return NULL;
 }
@@ -199,7 +210,7 @@ static void *gg_worker_main(void *arg) {
 static int gg_pool_grow(gg_threadpool *pool, int n_threads) {
     while (pool->n_created + 1 < n_threads) {
         const int ith = pool->n_created + 1;
-        pool->start_gen[ith] = atomic_load(&pool->job_gen);
+        pool->start_job[ith] = atomic_load(&pool->job);
         if (pthread_create(&pool->threads[ith], NULL, gg_worker_main, (void *)(intptr_t)ith) != 0) {
             return GG_ERR_THREADS;
         }
@@ -236,18 +247,17 @@ int gg_graph_compute(gg_cgraph *g, int n_threads) {
     atomic_store(&pool->barrier_count, 0);
     atomic_store(&pool->n_finished, 0);
 
-    const int n_workers = pool->n_created;
-    if (n_workers > 0) {
+    if (n_threads > 1) {
+        pool->gen++;
         pthread_mutex_lock(&pool->wake_mutex);
-        atomic_fetch_add_explicit(&pool->job_gen, 1, memory_order_acq_rel);
+        atomic_store_explicit(&pool->job, GG_JOB(pool->gen, n_threads), memory_order_release);
         pthread_cond_broadcast(&pool->wake_cond);
         pthread_mutex_unlock(&pool->wake_mutex);
     }
 
     gg_compute_thread(pool, 0);
 
-    /* every worker, busy or not, acknowledges the job before the next one */
-    for (int spins = 0; atomic_load_explicit(&pool->n_finished, memory_order_acquire) < n_workers; spins++) {
+    for (int spins = 0; atomic_load_explicit(&pool->n_finished, memory_order_acquire) < n_threads - 1; spins++) {
         if (spins < GG_SPIN_BEFORE_YIELD) gg_cpu_relax();
         else sched_yield();
     }

@@ -55,7 +55,7 @@ static inline void gg_row_from_f32(const float *x, int type, void *y, int64_t n)
     case GG_TYPE_F32:  if ((const void *)x != y) memcpy(y, x, (size_t)n * sizeof(float)); break;
     case GG_TYPE_F16:  gg_vec_f32_to_f16(x, (uint16_t *)y, n); break;
     case GG_TYPE_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = gg_fp32_to_bf16(x[i]); break;
-    case GG_TYPE_I32:  for (int64_t i = 0; i < n; i++) ((int32_t *)y)[i] = (int32_t)x[i]; break;
+    case GG_TYPE_I32:  for (int64_t i = 0; i < n; i++) ((int32_t *)y)[i] = gg_f32_to_i32(x[i]); break;
     default: break;
     }
 }
