@@ -321,7 +321,6 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
     const char *a = pl->a + (i12 / pl->r2) * pl->nb02 + (i13 / pl->r3) * pl->nb03;
     const char *b = pl->b + i12 * pl->bp2 + i13 * pl->bp3;
     char *c = (char *)pl->c + i12 * pl->nb2 + i13 * pl->nb3;
-    const int64_t ldc = (int64_t)(pl->nb1 / sizeof(float));
     const gg_mm_traits *tt = pl->tt;
 
 #if GG_AVX2
@@ -329,7 +328,7 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
         gg_mm_tile_args t;
         t.lda = pl->nb01;
         t.ldb = pl->ldb;
-        t.ldc = ldc;
+        t.ldc = (int64_t)(pl->nb1 / sizeof(float));
         for (int64_t k0 = 0; k0 < pl->K; k0 += pl->kc) {
             t.k0 = k0;
             t.k1 = GG_MIN(k0 + pl->kc, pl->K);
