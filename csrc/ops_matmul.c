@@ -65,7 +65,7 @@ typedef struct {
     gg_mm_from_f32_fn from_f32;          /* f32 -> vec_dot_type, n a multiple of vd_blck_size */
     gg_mm_dot_fn      dot;               /* scalar reference dot product */
 #if GG_AVX2
-    gg_mm_tile_fn     tile[GG_MM_RM][GG_MM_RN];   /* [rm - 1][rn - 1] */
+    gg_mm_tile_fn     tile[GG_MM_RM][GG_MM_RN];   /* [rm - 1][rn - 1]; NULL: scalar dots */
 #endif
 } gg_mm_traits;
 
@@ -324,7 +324,7 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
     const gg_mm_traits *tt = pl->tt;
 
 #if GG_AVX2
-    if (pl->simd) {
+    if (pl->simd && tt->tile[0][0] != NULL) {
         gg_mm_tile_args t;
         t.lda = pl->nb01;
         t.ldb = pl->ldb;
@@ -378,7 +378,7 @@ void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
         gg_fail(p, GG_ERR_BAD_INPUT);
         return;
     }
-    atomic_int *next_chunk = (atomic_int *)p->wdata;
+    atomic_llong *next_chunk = (atomic_llong *)p->wdata;
     char *wb = (char *)p->wdata + GG_MM_CACHE_LINE;
 
     gg_mm_plan pl;
