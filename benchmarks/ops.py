@@ -37,6 +37,7 @@ ap.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)   # 
 args = ap.parse_args()
 THREADS = [int(x) for x in args.threads.split(",") if x.strip()]
 REPS = args.reps or (5 if args.quick else 15)
+SETTLE_S = 0.0 if max(THREADS) == 1 else 0.3
 
 try:
     import threadpoolctl  # noqa: F401  (only probing: it must not load numpy here)
@@ -99,7 +100,11 @@ def print_header() -> None:
     print(COLS)
 
 
-def median_time(fn, reps: int) -> float:
+def median_time(fn, reps: int, settle: bool = True) -> float:
+    # worker threads of the other library (OpenBLAS's, or ggraph's pool) spin for a
+    # while after their last job; on 2 cores they would steal time from this one
+    if settle:
+        time.sleep(SETTLE_S)
     fn()                                   # warm up (first compute plans and allocates)
     ts = []
     for _ in range(reps):
