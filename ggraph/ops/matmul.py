@@ -1,0 +1,140 @@
+"""Matrix products, with ggml's conventions (the contracted dim is dim 0 of both).
+
+    mul_mat(a, b)    a: ne [K, M, ne02, ne03]  (weights: one row of K per output feature)
+                     b: ne [K, N, ne12, ne13]  (activations: one column of K per token)
+                     -> F32 ne [M, N, ne12, ne13],  dst[m, n] = sum_k a[k, m] * b[k, n]
+                     i.e. dst = a^T b per plane, in numpy terms dst = b @ a.T.
+                     a broadcasts over dims 2 and 3: ne12 % ne02 == 0, ne13 % ne03 == 0, and
+                     plane (i12, i13) of b meets plane (i12 // (ne12/ne02), i13 // (ne13/ne03))
+                     of a (grouped-query attention: several query heads share one K/V head).
+                     a: F32, F16 or BF16, rows contiguous (nb[0] == type size), not transposed;
+                     b: F32 or F16, any layout (views, permutes, transposes).
+                     b is converted once per node to a's "vec_dot type" (F32 for F32, F16 for
+                     F16, BF16 for BF16) exactly as ggml does: with F16 weights the activations
+                     are rounded to f16 before the products; dot products accumulate in f32.
+
+    out_prod(a, b)   a: ne [n, m, ne02, ne03], b: ne [p, m, ne12, ne13]
+                     -> F32 ne [n, p, ne12, ne13],  dst[i, j] = sum_k a[i, k] * b[j, k]
+                     (per plane, with a and b as numpy (m, n) and (m, p) arrays: dst = b.T @ a)
+                     a broadcasts over dims 2 and 3 like mul_mat; a: F32 or F16 with contiguous
+                     rows, not transposed; b: F32, any layout.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import BF16, F16, F32, Tensor, bf16_to_f32, f32_to_bf16
+from ..types import row_size
+from .registry import check, check_tensor, check_types, defop
+
+CACHE_LINE = 64
+
+__all__ = ["mul_mat", "out_prod"]
+
+# src0 type -> the type src1 is converted to before the dot products (ggml's
+# vec_dot_type). Quantized types add a row here and in csrc/ops_matmul.c.
+VEC_DOT_TYPE = {F32: F32, F16: F16, BF16: BF16}
+MUL_MAT_B_TYPES = (F32, F16)
+
+
+def _mul_mat_converts_b(a: Tensor, b: Tensor) -> bool:
+    """True when the kernel copies b into the work buffer (other type or rows not packed)."""
+    vdt = VEC_DOT_TYPE[a.type]
+    return b.type is not vdt or b.nb[0] != b.type.type_size
+
+
+def _mul_mat_work_size(node: Tensor, n_threads: int) -> int:
+    a, b = node.src[0], node.src[1]
+    size = CACHE_LINE                      # the shared chunk counter
+    if _mul_mat_converts_b(a, b):
+        ncols = b.ne[1] * b.ne[2] * b.ne[3]
+        size += ncols * row_size(VEC_DOT_TYPE[a.type], b.ne[0]) + CACHE_LINE
+    return size
+
+
+MUL_MAT = defop("mul_mat", work_size=_mul_mat_work_size)
+OUT_PROD = defop("out_prod")
+
+
+def mul_mat(a: Tensor, b: Tensor) -> Tensor:
+    op = "mul_mat"
+    check_tensor(op, "a", a)
+    check_tensor(op, "b", b)
+    check_types(op, "a", a, tuple(VEC_DOT_TYPE))
+    check_types(op, "b", b, MUL_MAT_B_TYPES)
+    check(a.ne[0] == b.ne[0], op, f"a.ne[0] (K={a.ne[0]}) must equal b.ne[0] (K={b.ne[0]})", a, b)
+    check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, op,
+          "a must broadcast over b in dims 2 and 3 (b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0)", a, b)
+    check(not a.is_transposed(), op, f"a must not be transposed (nb[0] <= nb[1]), got nb={list(a.nb)}", a)
+    check(a.nb[0] == a.type.type_size, op, f"rows of a must be contiguous (nb[0] == {a.type.type_size}), "
+          f"got nb={list(a.nb)}", a)
+    return MUL_MAT.node(F32, [a.ne[1], b.ne[1], b.ne[2], b.ne[3]], [a, b])
+
+
+def out_prod(a: Tensor, b: Tensor) -> Tensor:
+    op = "out_prod"
+    check_tensor(op, "a", a)
+    check_tensor(op, "b", b)
+    check_types(op, "a", a, (F32, F16))
+    check_types(op, "b", b, (F32,))
+    check(a.ne[1] == b.ne[1], op, f"a.ne[1] ({a.ne[1]}) must equal b.ne[1] ({b.ne[1]})", a, b)
+    check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, op,
+          "a must broadcast over b in dims 2 and 3 (b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0)", a, b)
+    check(not a.is_transposed(), op, f"a must not be transposed (nb[0] <= nb[1]), got nb={list(a.nb)}", a)
+    check(a.nb[0] == a.type.type_size, op, f"rows of a must be contiguous (nb[0] == {a.type.type_size}), "
+          f"got nb={list(a.nb)}", a)
+    return OUT_PROD.node(F32, [a.ne[0], b.ne[0], b.ne[2], b.ne[3]], [a, b])
+
+
+# ---- numpy references (arrays arrive in (ne3, ne2, ne1, ne0) order) ----
+
+def _round_to(x: np.ndarray, t) -> np.ndarray:
+    """x rounded to type t's precision, as the kernel's conversion of b does."""
+    if t is F16:
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(np.float32)
+    if t is BF16:
+        return bf16_to_f32(f32_to_bf16(x))
+    return x
+
+
+def _broadcast_planes(a: np.ndarray, ne2: int, ne3: int) -> np.ndarray:
+    """Repeats a's planes so plane (i2, i3) is a's plane (i2 // r2, i3 // r3), as ggml broadcasts."""
+    a = np.repeat(a, ne3 // a.shape[0], axis=0)
+    return np.repeat(a, ne2 // a.shape[1], axis=1)
+
+
+@MUL_MAT.reference
+def _mul_mat_ref(node, a, b):
+    vdt = VEC_DOT_TYPE[node.src[0].type]
+    x = _broadcast_planes(a, b.shape[1], b.shape[0]).astype(np.float64)
+    y = _round_to(b, vdt).astype(np.float64)
+    return y @ np.swapaxes(x, -1, -2)          # (ne13, ne12, N, K) @ (.., K, M) -> (.., N, M)
+
+
+@OUT_PROD.reference
+def _out_prod_ref(node, a, b):
+    x = _broadcast_planes(a, b.shape[1], b.shape[0]).astype(np.float64)   # (.., m, n)
+    y = b.astype(np.float64)                                              # (.., m, p)
+    return np.swapaxes(y, -1, -2) @ x                                     # (.., p, n)
+
+
+@MUL_MAT.case
+def _mul_mat_case(ctx, rng):
+    a = ctx.from_numpy(rng.standard_normal((2, 7, 37)).astype(np.float32))
+    b = ctx.from_numpy(rng.standard_normal((6, 5, 37)).astype(np.float32))
+    return mul_mat(a, b)
+
+
+@MUL_MAT.case
+def _mul_mat_case_f16(ctx, rng):
+    a = ctx.from_numpy(rng.standard_normal((13, 40)).astype(np.float16))
+    b = ctx.from_numpy(rng.standard_normal((3, 40)).astype(np.float32))
+    return mul_mat(a, b)
+
+
+@OUT_PROD.case
+def _out_prod_case(ctx, rng):
+    a = ctx.from_numpy(rng.standard_normal((2, 9, 19)).astype(np.float32))
+    b = ctx.from_numpy(rng.standard_normal((4, 9, 5)).astype(np.float32))
+    return out_prod(a, b)
