@@ -149,6 +149,7 @@ static void gg_compute_thread(gg_threadpool *pool, int ith) {
         .wsize = g->wsize, .wdata = g->wdata,
         .use_simd = pool->use_simd, .pool = pool,
     };
+    if (g->node_ns) gg_barrier(&params);     /* workers' wake-up is not node 0's time */
     int64_t t0 = (ith == 0 && g->node_ns) ? gg_now_ns() : 0;
     for (int i = 0; i < g->n_nodes; i++) {
         gg_tensor *node = g->nodes[i];

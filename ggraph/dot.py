@@ -17,7 +17,19 @@ from .tensor import Tensor
 RENDERED = {".svg", ".png", ".pdf"}
 
 
+# one colour per op family, so a picture reads at a glance (ops of other families: hashed)
+FAMILY_COLORS = {
+    "matmul": "#a8c8f0", "norm": "#f5e08c", "softmax": "#f7b883", "rope": "#c9b3e6",
+    "attention": "#f29b9b", "elementwise": "#b8e0b0", "copy": "#a9ddd6", "select": "#f2b6d9",
+    "layout": "#d9d2b0", "reduce": "#c2d69b", "view": "#e4e4e4",
+}
+
+
 def _op_color(op: str) -> str:
+    from .ops.registry import OPS
+    fam = OPS[op].family if op in OPS else ""
+    if fam in FAMILY_COLORS:
+        return FAMILY_COLORS[fam]
     h = int(hashlib.md5(op.encode()).hexdigest()[:6], 16) / 0xFFFFFF
     r, g, b = colorsys.hls_to_rgb(h, 0.82, 0.55)
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
@@ -48,6 +60,7 @@ def to_dot(graph, color_by: str = "op", max_label: int = 24) -> str:
     out = ["digraph G {", "  newrank = true;", "  rankdir = TB;",
            '  node [fontname="Helvetica", fontsize=10];', '  edge [fontname="Helvetica", fontsize=8];']
     ids = {}
+    read = {s.id for n in graph.nodes for s in n.src if s is not None}
     for i, t in enumerate(graph.leafs):
         ids[t.id] = f"l{i}"
         name = _esc((t.name or f"#{t.id}")[:max_label])
@@ -68,7 +81,8 @@ def to_dot(graph, color_by: str = "op", max_label: int = 24) -> str:
         else:
             fill = _op_color(n.op)
         shape = "record"
-        style = "filled,bold" if n.is_output else "filled"
+        # results (flagged, or read by no other node) are drawn bold
+        style = "filled,bold" if (n.is_output or n.id not in read) else "filled"
         if n.view_src is not None and n.op in ("view", "reshape", "permute", "transpose"):
             style += ",dashed"
         label = f"{{{name} | {{{op} | {n.type} {_ne(n)}}}{extra}}}"

@@ -166,7 +166,7 @@ class Graph:
         total = float(self.node_ns.sum()) if self.node_ns is not None else 0.0
         for i, n in enumerate(self.nodes):
             ne = ", ".join(f"{x:5d}" for x in n.ne[:3])
-            row = f" - {i:3d}: [ {ne}] {n.op.upper():>16s} {str(n.type):>8s} {n.name}"
+            row = f" - {i:3d}: [ {ne}] {n.op.upper():>16s} {str(n.type):>5s} {n.name:<24s}"
             if n.is_output:
                 row += " (output)"
             if self.node_ns is not None:

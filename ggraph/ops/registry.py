@@ -20,6 +20,7 @@ planner fills field by field from the node's params.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -40,6 +41,7 @@ class OpDef:
     writes_src: int | None = None        # index of a src the op writes into (cpy, set_rows)
     ref: Callable | None = None
     cases: list[Callable] = field(default_factory=list)
+    family: str = ""                     # the defining module: "norm", "matmul", ... (DOT colours)
 
     def reference(self, fn: Callable) -> Callable:
         """Registers the numpy reference: fn(node, *src_arrays) -> array."""
@@ -74,6 +76,9 @@ OPS: dict[str, OpDef] = {}
 def defop(name: str, **kw) -> OpDef:
     if name in OPS:
         raise RuntimeError(f"op {name!r} defined twice")
+    if "family" not in kw:
+        # the module that defines the op: ggraph.ops.<family>
+        kw["family"] = sys._getframe(1).f_globals.get("__name__", "").rpartition(".")[2]
     od = OpDef(name, **kw)
     OPS[name] = od
     return od
