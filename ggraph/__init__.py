@@ -19,4 +19,6 @@ __version__ = "0.1.0"
 
 __all__ = ["GGraphError", "GGType", "F32", "F16", "BF16", "I32", "as_type", "type_size", "blck_size",
            "row_size", "Tensor", "Context", "Graph", "default_threads", "simd_available",
-           "set_use_simd", "get_use_simd"] + list(_ops_all)
+           "set_use_simd", "get_use_simd"]
+# `from ggraph import *` leaves Python's own sum/abs alone; gg.sum and gg.abs are ggml's
+__all__ += [name for name in _ops_all if name not in ("sum", "abs")]
