@@ -20,38 +20,6 @@ static inline int64_t gg_soft_max_stride(int64_t ne00) {
 }
 
 #if GG_AVX2
-/*
- * e^x for 8 floats, within ~1.5 ulp over the whole float range:
- *   x = n*ln2 + r, |r| <= ln2/2  (n = round(x/ln2), r from a two-part ln2)
- *   e^r by its Taylor series to r^7 (truncation < 1e-8 relative)
- *   2^n applied as two factors 2^(n/2) * 2^(n - n/2), so results in the
- *   subnormal range round once and large x overflow to +inf.
- * -inf gives 0, +inf gives +inf, NaN stays NaN.
- */
-static inline __m256 gg_v_expf(__m256 x) {
-    /* clamp to where e^x is 0 or inf anyway; max(lo, x) keeps a NaN x */
-    x = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-104.0f), x));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269502f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e430p-1f), x);     /* ln2, high part */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-1.9046542e-09f), r);           /* ln2, low part */
-    __m256 q = _mm256_set1_ps(1.0f / 5040.0f);
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 720.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 120.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 24.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f / 6.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(0.5f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
-    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
-    /* n in [-150, 129]: each half is in [-75, 65], a normal power of two */
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    const __m256i n1 = _mm256_srai_epi32(ni, 1);
-    const __m256i n2 = _mm256_sub_epi32(ni, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(q, s1), s2);
-}
 
 static inline double gg_hsum_pd(__m256d v) {
     __m128d lo = _mm256_castpd256_pd128(v);
