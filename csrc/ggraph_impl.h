@@ -46,7 +46,10 @@ enum gg_op {
  * instead of aborting; the graph stops after the current node */
 void gg_fail(const gg_params *p, int code);
 
-/* waits until every thread of the pool working on this graph gets here */
+/* waits until every thread working on this graph gets here: all n_threads of
+ * the compute, not only the node's p->nth. A kernel that calls it must run on
+ * all threads (its op keeps the default n_tasks), and every thread must call
+ * it, rows or not, or it pairs with the end-of-node barrier. */
 void gg_barrier(const gg_params *p);
 
 /* element converters (ops_copy.c: its table is the one place a type's row
