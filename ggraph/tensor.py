@@ -13,6 +13,7 @@ Nothing is computed when a node is made: constructors only describe.
 from __future__ import annotations
 
 import itertools
+from types import MappingProxyType
 
 import numpy as np
 
@@ -62,29 +63,47 @@ def normalize_ne(ne, what: str = "ne") -> tuple[int, int, int, int]:
 
 
 class Tensor:
-    __slots__ = ("id", "type", "ne", "nb", "op", "src", "params", "view_src", "view_offs",
+    # what describes a tensor is read-only after construction: kernels trust it
+    __slots__ = ("id", "_type", "_ne", "_nb", "_op", "_src", "_params", "_view_src", "_view_offs",
                  "name", "flags", "_buf", "_offs", "_alloc_owner", "_clobbered_by", "__weakref__")
 
     def __init__(self, type, ne, *, nb=None, op=None, src=(), params=None,
                  view_src=None, view_offs=0, name=""):
         self.id = next(_ids)
-        self.type: GGType = as_type(type)
-        self.ne: tuple[int, int, int, int] = normalize_ne(ne)
-        if self.ne[0] % self.type.blck_size:
-            raise GGraphError(f"ne[0]={self.ne[0]} is not a multiple of the {self.type} block size "
-                              f"{self.type.blck_size}")
-        self.nb: tuple[int, int, int, int] = tuple(nb) if nb is not None else contiguous_strides(self.type, self.ne)
-        self.op: str | None = op
-        self.src: tuple[Tensor | None, ...] = tuple(src)
-        self.params: dict = dict(params or {})
-        self.view_src: Tensor | None = view_src
-        self.view_offs: int = int(view_offs)
+        self._type: GGType = as_type(type)
+        self._ne: tuple[int, int, int, int] = normalize_ne(ne)
+        if self._ne[0] % self._type.blck_size:
+            raise GGraphError(f"ne[0]={self._ne[0]} is not a multiple of the {self._type} block size "
+                              f"{self._type.blck_size}")
+        self._nb: tuple[int, int, int, int] = (tuple(int(x) for x in nb) if nb is not None
+                                               else contiguous_strides(self._type, self._ne))
+        self._op: str | None = op
+        self._src: tuple[Tensor | None, ...] = tuple(src)
+        self._params = MappingProxyType(dict(params or {}))
+        self._view_src: Tensor | None = view_src
+        self._view_offs: int = int(view_offs)
         self.name: str = name
         self.flags = 0
         self._buf: np.ndarray | None = None      # base memory (views: None, see storage())
         self._offs = 0
         self._alloc_owner = None                 # the graph plan that placed this tensor
         self._clobbered_by: str | None = None    # node whose result reused this memory
+
+    type = property(lambda self: self._type, doc="element type (gg.F32, ...)")
+    ne = property(lambda self: self._ne, doc="elements per dimension, ne[0] innermost")
+    nb = property(lambda self: self._nb, doc="stride of each dimension in bytes")
+    op = property(lambda self: self._op, doc="op name, None for a leaf")
+    src = property(lambda self: self._src, doc="source tensors (None where an optional one is absent)")
+    params = property(lambda self: self._params, doc="op params (read-only)")
+    view_src = property(lambda self: self._view_src, doc="the tensor whose bytes this view reads")
+    view_offs = property(lambda self: self._view_offs, doc="byte offset into view_src")
+
+    def set_py_param(self, key: str, value) -> None:
+        """Sets a Python-only param (key starts with "_"): metadata no kernel reads."""
+        if not key.startswith("_"):
+            raise GGraphError(f"only Python-only params (names starting with '_') can be set after "
+                              f"construction, not {key!r}")
+        self._params = MappingProxyType({**self._params, key: value})
 
     # ---- shape ----
     @property

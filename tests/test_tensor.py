@@ -126,3 +126,19 @@ def test_numpy_before_compute_is_an_error():
     y = gg.rms_norm(ctx.new_tensor(gg.F32, [4]), 1e-6)
     with pytest.raises(gg.GGraphError, match="no memory yet"):
         y.numpy()
+
+
+def test_tensor_description_is_read_only():
+    ctx = gg.Context()
+    a = ctx.new_tensor(gg.F32, [4, 3])
+    y = gg.rms_norm(a, 1e-6)
+    for attr, value in (("ne", (100, 1, 1, 1)), ("nb", (4, 4, 4, 4)), ("type", gg.F16),
+                        ("src", ()), ("view_src", None), ("op", "add")):
+        with pytest.raises(AttributeError):
+            setattr(y, attr, value)
+    with pytest.raises(TypeError):
+        y.params["eps"] = 1.0
+    with pytest.raises(gg.GGraphError, match="Python-only"):
+        y.set_py_param("eps", 2.0)
+    y.set_py_param("_note", "kept")
+    assert y.params["_note"] == "kept" and y.params["eps"] == pytest.approx(1e-6)

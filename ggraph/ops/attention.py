@@ -91,7 +91,7 @@ def flash_attn_ext_set_prec(a: Tensor, prec: int) -> None:
     prec = as_int("flash_attn_ext_set_prec", "prec", prec)
     check(prec in (PREC_DEFAULT, PREC_F32), "flash_attn_ext_set_prec",
           f"prec must be PREC_DEFAULT (0) or PREC_F32 (10), got {prec}")
-    a.params["_prec"] = prec
+    a.set_py_param("_prec", prec)
 
 
 def flash_attn_ext_get_prec(a: Tensor) -> int:

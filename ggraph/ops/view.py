@@ -21,7 +21,7 @@ __all__ = ["view_1d", "view_2d", "view_3d", "view_4d", "view_tensor",
            "permute", "transpose"]
 
 
-def _make_view(opdef, op: str, a: Tensor, ne, nb, offset: int) -> Tensor:
+def _make_view(opdef, op: str, a: Tensor, ne, nb, offset: int, **params) -> Tensor:
     check_tensor(op, "a", a)
     ne = normalize_ne(ne, f"{op} ne")
     offset = as_int(op, "offset", offset)
@@ -30,7 +30,7 @@ def _make_view(opdef, op: str, a: Tensor, ne, nb, offset: int) -> Tensor:
     # view_src is flattened to the tensor that owns the bytes, as in ggml
     base_offs = a.view_offs + offset if a.view_src is not None else offset
     base = a.view_src if a.view_src is not None else a
-    t = opdef.node(a.type, ne, [a], nb=tuple(int(x) for x in nb), view_src=base, view_offs=base_offs)
+    t = opdef.node(a.type, ne, [a], nb=tuple(int(x) for x in nb), view_src=base, view_offs=base_offs, **params)
     end = base_offs + t.nbytes()
     check(end <= base.nbytes(), op,
           f"view of {t.nbytes()} bytes at offset {base_offs} runs past the end of its source "
@@ -105,9 +105,7 @@ def permute(a: Tensor, axis0: int, axis1: int, axis2: int = 2, axis3: int = 3) -
     for i, ax in enumerate(axes):
         ne[ax] = a.ne[i]
         nb[ax] = a.nb[i]
-    t = _make_view(PERMUTE, "permute", a, ne, nb, 0)
-    t.params = {"axes": tuple(axes)}
-    return t
+    return _make_view(PERMUTE, "permute", a, ne, nb, 0, axes=tuple(axes))
 
 
 def transpose(a: Tensor) -> Tensor:
