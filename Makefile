@@ -32,9 +32,9 @@ demo: system-deps $(STAMP)
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) tests
 
-# long tests (large graphs, many hypothesis examples)
+# every test, slow ones included, with 300 hypothesis examples per property
 test-slow: system-deps $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n $(JOBS) -m slow tests
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n $(JOBS) -m "slow or not slow" tests
 
 # op timings against numpy in the same run
 bench: $(STAMP)
