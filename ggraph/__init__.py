@@ -8,7 +8,8 @@
 """
 from .errors import GGraphError
 from .types import BF16, F16, F32, I32, GGType, as_type, blck_size, row_size, type_size
-from .tensor import Tensor
+from .tensor import (Tensor, element_size, format_name, is_contiguous, nbytes, nelements, nrows,
+                     set_input, set_name, set_output)
 from .context import Context
 from .graph import Graph, default_threads
 from .ops import *  # noqa: F401,F403
@@ -18,7 +19,8 @@ from .backend.ffi import get_use_simd, set_use_simd, simd_available
 __version__ = "0.1.0"
 
 __all__ = ["GGraphError", "GGType", "F32", "F16", "BF16", "I32", "as_type", "type_size", "blck_size",
-           "row_size", "Tensor", "Context", "Graph", "default_threads", "simd_available",
+           "row_size", "Tensor", "nelements", "nrows", "nbytes", "element_size", "is_contiguous",
+           "set_name", "format_name", "set_input", "set_output", "Context", "Graph", "default_threads", "simd_available",
            "set_use_simd", "get_use_simd"]
 # `from ggraph import *` leaves Python's own sum/abs alone; gg.sum and gg.abs are ggml's
 __all__ += [name for name in _ops_all if name not in ("sum", "abs")]

@@ -295,4 +295,42 @@ def bf16_to_f32(x: np.ndarray) -> np.ndarray:
     return (np.asarray(x, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-__all__ = ["Tensor", "F32", "F16", "I32", "BF16", "aligned_bytes", "f32_to_bf16", "bf16_to_f32"]
+
+
+# ggml's free functions on tensors, so graph code ports line by line
+def nelements(t: Tensor) -> int:
+    return t.nelements()
+
+
+def nrows(t: Tensor) -> int:
+    return t.nrows()
+
+
+def nbytes(t: Tensor) -> int:
+    return t.nbytes()
+
+
+def element_size(t: Tensor) -> int:
+    """Bytes of one element (of one block for block types), ggml_element_size."""
+    return t.type.type_size
+
+
+def is_contiguous(t: Tensor) -> bool:
+    return t.is_contiguous()
+
+
+def set_name(t: Tensor, name: str) -> Tensor:
+    return t.set_name(name)
+
+
+def format_name(t: Tensor, fmt: str, *args) -> Tensor:
+    """ggml_format_name: printf-style naming, e.g. format_name(t, "attn_norm-%d", il)."""
+    return t.set_name(fmt % args if args else fmt)
+
+
+def set_input(t: Tensor) -> Tensor:
+    return t.set_input()
+
+
+def set_output(t: Tensor) -> Tensor:
+    return t.set_output()

@@ -142,3 +142,13 @@ def test_tensor_description_is_read_only():
         y.set_py_param("eps", 2.0)
     y.set_py_param("_note", "kept")
     assert y.params["_note"] == "kept" and y.params["eps"] == pytest.approx(1e-6)
+
+
+def test_ggml_free_functions():
+    ctx = gg.Context()
+    t = ctx.new_tensor(gg.F16, [6, 4, 2])
+    assert (gg.nelements(t), gg.nrows(t), gg.nbytes(t), gg.element_size(t)) == (48, 8, 96, 2)
+    assert gg.is_contiguous(t) and not gg.is_contiguous(gg.transpose(t))
+    assert gg.format_name(t, "blk.%d.attn_%s", 3, "q").name == "blk.3.attn_q"
+    assert gg.set_name(t, "x") is t and t.name == "x"
+    assert gg.set_output(gg.set_input(t)).is_input and t.is_output
