@@ -71,7 +71,8 @@ def _check_binary_types(op: str, a: Tensor, b: Tensor) -> None:
     check_tensor(op, "a", a)
     check_tensor(op, "b", b)
     check_types(op, "a", a, FLOAT_TYPES)
-    check(b.type is F32 or b.type is a.type, op, f"b must be F32 or {a.type} (the type of a)", a, b)
+    allowed = "F32" if a.type is F32 else f"F32 or {a.type} (the type of a)"
+    check(b.type is F32 or b.type is a.type, op, f"b must be {allowed}", a, b)
 
 
 def _binary(opdef, op: str, a: Tensor, b: Tensor) -> Tensor:
