@@ -69,6 +69,15 @@ void gg_fp16_to_fp32_row(const uint16_t *x, float *y, int64_t n);
 void gg_fp32_to_bf16_row(const float *x, uint16_t *y, int64_t n);
 void gg_bf16_to_fp32_row(const uint16_t *x, float *y, int64_t n);
 
+/* block types (quants.c): row conversions and dot products, for gg.quantize,
+ * gg.dequantize and tests; n_per_row must be a multiple of the block size */
+int  gg_quant_blck_size(int type);        /* 0: not a block type */
+int  gg_quant_type_size(int type);
+int  gg_quant_vec_dot_type(int type);     /* -1: activation-only type */
+int  gg_quantize_rows(int type, const float *x, void *y, int64_t nrows, int64_t n_per_row, int simd);
+int  gg_dequantize_rows(int type, const void *x, float *y, int64_t nrows, int64_t n_per_row, int simd);
+int  gg_quant_vec_dot(int type, const void *x, const void *y, int64_t n, int simd, float *out);
+
 #define GG_OK 0
 #define GG_ERR_NO_KERNEL 1
 #define GG_ERR_UNSUPPORTED_TYPE 2

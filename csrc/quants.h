@@ -1,0 +1,77 @@
+/*
+ * quants.h: block (quantized) types. Not read by cffi.
+ *
+ * Each block type is one row of a traits table: its block layout (the same
+ * bytes as GGUF/ggml, so tensors from a memory-mapped file are used in place),
+ * row conversions to and from f32, and the dot product of one of its rows
+ * with a row of its vec_dot_type (the type mul_mat converts the activations
+ * to once per node: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for
+ * the K types).
+ *
+ * Every function takes `simd`: nonzero may use AVX2/FMA/F16C (when built in),
+ * zero must run the plain scalar reference. n is always a multiple of the
+ * block size; x/y are packed rows of blocks.
+ */
+#ifndef GGRAPH_QUANTS_H
+#define GGRAPH_QUANTS_H
+
+#include "ggraph_impl.h"
+
+#define GG_QK4_0 32
+#define GG_QK4_1 32
+#define GG_QK5_0 32
+#define GG_QK5_1 32
+#define GG_QK8_0 32
+#define GG_QK8_1 32
+#define GG_QK_K 256
+#define GG_K_SCALE_SIZE 12
+
+typedef struct { uint16_t d; uint8_t qs[GG_QK4_0 / 2]; } gg_block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[GG_QK4_1 / 2]; } gg_block_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[GG_QK5_0 / 2]; } gg_block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[GG_QK5_1 / 2]; } gg_block_q5_1;
+typedef struct { uint16_t d; int8_t qs[GG_QK8_0]; } gg_block_q8_0;
+typedef struct { uint16_t d, s; int8_t qs[GG_QK8_1]; } gg_block_q8_1;      /* s = d * sum(qs) */
+
+typedef struct { uint8_t scales[GG_QK_K / 16]; uint8_t qs[GG_QK_K / 4]; uint16_t d, dmin; } gg_block_q2_K;
+typedef struct { uint8_t hmask[GG_QK_K / 8]; uint8_t qs[GG_QK_K / 4]; uint8_t scales[12]; uint16_t d; } gg_block_q3_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[GG_K_SCALE_SIZE]; uint8_t qs[GG_QK_K / 2]; } gg_block_q4_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[GG_K_SCALE_SIZE]; uint8_t qh[GG_QK_K / 8]; uint8_t qs[GG_QK_K / 2]; } gg_block_q5_K;
+typedef struct { uint8_t ql[GG_QK_K / 2]; uint8_t qh[GG_QK_K / 4]; int8_t scales[GG_QK_K / 16]; uint16_t d; } gg_block_q6_K;
+typedef struct { float d; int8_t qs[GG_QK_K]; int16_t bsums[GG_QK_K / 16]; } gg_block_q8_K;
+
+_Static_assert(sizeof(gg_block_q4_0) == 18, "q4_0 block");
+_Static_assert(sizeof(gg_block_q4_1) == 20, "q4_1 block");
+_Static_assert(sizeof(gg_block_q5_0) == 22, "q5_0 block");
+_Static_assert(sizeof(gg_block_q5_1) == 24, "q5_1 block");
+_Static_assert(sizeof(gg_block_q8_0) == 34, "q8_0 block");
+_Static_assert(sizeof(gg_block_q8_1) == 36, "q8_1 block");
+_Static_assert(sizeof(gg_block_q2_K) == 84, "q2_K block");
+_Static_assert(sizeof(gg_block_q3_K) == 110, "q3_K block");
+_Static_assert(sizeof(gg_block_q4_K) == 144, "q4_K block");
+_Static_assert(sizeof(gg_block_q5_K) == 176, "q5_K block");
+_Static_assert(sizeof(gg_block_q6_K) == 210, "q6_K block");
+_Static_assert(sizeof(gg_block_q8_K) == 292, "q8_K block");
+
+typedef void  (*gg_to_float_fn)(int simd, const void *x, float *y, int64_t n);
+typedef void  (*gg_from_float_fn)(int simd, const float *x, void *y, int64_t n);
+typedef float (*gg_vec_dot_fn)(int simd, int64_t n, const void *x, const void *y);
+
+typedef struct {
+    int              type;
+    int64_t          blck_size;
+    size_t           type_size;
+    gg_to_float_fn   to_float;      /* dequantize a row */
+    gg_from_float_fn from_float;    /* quantize a row: ggml's reference rounding on both paths */
+    int              vec_dot_type;  /* -1 for activation-only types (Q8_1, Q8_K) */
+    gg_vec_dot_fn    vec_dot;       /* sum_i x[i] * y[i], x of this type, y of vec_dot_type */
+} gg_quant_traits;
+
+/* the traits of a block type, or NULL for plain or unknown types */
+const gg_quant_traits *gg_quant_traits_of(int type);
+
+/* each family file defines its rows; a row with type < 0 ends the list */
+extern const gg_quant_traits gg_quant_traits_plain[];   /* quants_plain.c: Q4_0 .. Q8_1 */
+extern const gg_quant_traits gg_quant_traits_k[];       /* quants_k.c: Q2_K .. Q8_K */
+
+#endif
