@@ -410,10 +410,15 @@ def quantize_file(inp: str, out: str, type_name: str, *, threads: int | None = N
         ok = True
     except OSError as e:
         raise GGraphError(f"{out}: {e.strerror or e}") from None
+    except ValueError as e:                       # the gguf writer refusing something
+        raise GGraphError(f"{out}: {e}") from None
     finally:
         bar.close()
         if not ok:
-            writer.close()
+            try:
+                writer.close()
+            except Exception:                     # already closed or never opened
+                pass
             if os.path.exists(tmp):
                 os.remove(tmp)
     dt = time.perf_counter() - t0
