@@ -2,6 +2,7 @@
 
     ggraph info        build and machine facts: SIMD paths, threads, op count
     ggraph ops         every op with its C kernel, params struct and traits
+    ggraph quantize    IN.gguf OUT.gguf TYPE: requantize a GGUF model like llama-quantize
 """
 from __future__ import annotations
 
@@ -35,11 +36,30 @@ def _cmd_ops(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from .tools.quantize import quantize_file
+    quantize_file(args.input, args.output, args.type, threads=args.threads, pure=args.pure,
+                  allow_requantize=args.allow_requantize)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ggraph", description="ggml-style computation graphs on the CPU")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="build and machine facts").set_defaults(fn=_cmd_info)
     sub.add_parser("ops", help="list the ops and their kernels").set_defaults(fn=_cmd_ops)
+    q = sub.add_parser("quantize", help="requantize a GGUF model (F32/F16/BF16 -> Q4_0, Q8_0, Q4_K_M, ...)",
+                       description="Requantizes a GGUF model with llama-quantize's per-tensor rules "
+                                   "(see docs/cli.md).")
+    q.add_argument("input", metavar="IN.gguf")
+    q.add_argument("output", metavar="OUT.gguf")
+    q.add_argument("type", metavar="TYPE", help="Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L Q4_K_S "
+                                                "Q4_K_M Q5_K_S Q5_K_M Q6_K (Q4_K = Q4_K_M ...), any case")
+    q.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    q.add_argument("--pure", action="store_true", help="no mixes: every quantizable tensor gets the base type")
+    q.add_argument("--allow-requantize", action="store_true",
+                   help="requantize tensors that are already quantized (loses precision)")
+    q.set_defaults(fn=_cmd_quantize)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

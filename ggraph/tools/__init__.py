@@ -1,0 +1,1 @@
+"""Command-line tools built on ggraph (the `ggraph` subcommands that do real work)."""
