@@ -618,6 +618,27 @@ static inline __m256i gg_scale_one(__m256i sc, int j) {
     return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(((2 * j + 1) << 8) | (2 * j))));
 }
 
+/* gg_k4_unpack in registers: low 8 bytes = scales, high 8 bytes = mins
+ * (avoids a store-to-load round trip through the stack) */
+static inline __m128i gg_k4_unpack_v(const uint8_t *p) {
+    uint32_t w[3];
+    memcpy(w, p, 12);
+    const uint32_t s1 = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
+    const uint32_t m1 = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
+    return _mm_set_epi32((int)m1, (int)(w[1] & 0x3f3f3f3fu), (int)s1, (int)(w[0] & 0x3f3f3f3fu));
+}
+
+/* gg_q3k_unpack in registers, minus the +32 bias: 16 int8 scales */
+static inline __m128i gg_q3k_unpack_v(const uint8_t *p) {
+    uint32_t w[3];
+    memcpy(w, p, 12);
+    const __m128i lo = _mm_set_epi32((int)(w[1] >> 4), (int)(w[0] >> 4), (int)w[1], (int)w[0]);
+    const __m128i hi = _mm_set_epi32((int)(w[2] >> 6), (int)(w[2] >> 4), (int)(w[2] >> 2), (int)w[2]);
+    const __m128i v = _mm_or_si128(_mm_and_si128(lo, _mm_set1_epi8(0x0f)),
+                                   _mm_slli_epi32(_mm_and_si128(hi, _mm_set1_epi8(3)), 4));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+
 static inline float gg_hsum_ps128(__m128 v) {
     v = _mm_add_ps(v, _mm_movehl_ps(v, v));
     v = _mm_add_ss(v, _mm_movehdup_ps(v));
@@ -682,10 +703,7 @@ static float gg_vec_dot_q3_K_q8_K(int simd, int64_t n, const void *vx, const voi
         __m256 acc = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d);
-            uint8_t s8[16];
-            gg_q3k_unpack(x[b].scales, s8);
-            const __m256i sc = _mm256_cvtepi8_epi16(
-                _mm_sub_epi8(_mm_loadu_si128((const __m128i *)s8), _mm_set1_epi8(32)));
+            const __m256i sc = _mm256_cvtepi8_epi16(gg_q3k_unpack_v(x[b].scales));
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
             /* q = (2 low bits | high bit << 2) - 4: the -4 through bsums */
             __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 2);
@@ -735,10 +753,9 @@ static float gg_vec_dot_q4_K_q8_K(int simd, int64_t n, const void *vx, const voi
         __m128 accm = _mm_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
-            uint8_t s8[8], m8[8];
-            gg_k4_unpack(x[b].scales, s8, m8);
-            const __m128i mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
-            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)s8)));
+            const __m128i sm = gg_k4_unpack_v(x[b].scales);
+            const __m128i mn = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
             /* sums of q8 over the 8 sub-blocks of 32 from the 16 bsums */
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
             const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
@@ -786,10 +803,9 @@ static float gg_vec_dot_q5_K_q8_K(int simd, int64_t n, const void *vx, const voi
         __m128 accm = _mm_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
-            uint8_t s8[8], m8[8];
-            gg_k4_unpack(x[b].scales, s8, m8);
-            const __m128i mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
-            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)s8)));
+            const __m128i sm = gg_k4_unpack_v(x[b].scales);
+            const __m128i mn = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
             const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
             accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mn, bs32)), accm);
