@@ -639,11 +639,6 @@ static inline __m128i gg_q3k_unpack_v(const uint8_t *p) {
     return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 
-static inline float gg_hsum_ps128(__m128 v) {
-    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-    v = _mm_add_ss(v, _mm_movehdup_ps(v));
-    return _mm_cvtss_f32(v);
-}
 #endif
 
 static float gg_vec_dot_q2_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
@@ -750,16 +745,16 @@ static float gg_vec_dot_q4_K_q8_K(int simd, int64_t n, const void *vx, const voi
     if (simd) {
         const __m256i m4 = _mm256_set1_epi8(0xf);
         __m256 acc = _mm256_setzero_ps();
-        __m128 accm = _mm_setzero_ps();
+        __m256 accm = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
             const __m128i sm = gg_k4_unpack_v(x[b].scales);
-            const __m128i mn = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */
+            const __m128i m8 = _mm_unpackhi_epi64(sm, sm);
+            const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
             const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-            /* sums of q8 over the 8 sub-blocks of 32 from the 16 bsums */
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
-            const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mn, bs32)), accm);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm);
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
                 const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
@@ -772,7 +767,7 @@ static float gg_vec_dot_q4_K_q8_K(int simd, int64_t n, const void *vx, const voi
             }
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        return gg_hsum_avx(acc) - gg_hsum_ps128(accm);
+        return gg_hsum_avx(acc) - gg_hsum_avx(accm);
     }
 #endif
     float sum = 0.0f;
@@ -800,15 +795,16 @@ static float gg_vec_dot_q5_K_q8_K(int simd, int64_t n, const void *vx, const voi
     if (simd) {
         const __m256i m4 = _mm256_set1_epi8(0xf), m1 = _mm256_set1_epi8(1);
         __m256 acc = _mm256_setzero_ps();
-        __m128 accm = _mm_setzero_ps();
+        __m256 accm = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; b++) {
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
             const __m128i sm = gg_k4_unpack_v(x[b].scales);
-            const __m128i mn = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(sm, sm));
+            /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */
+            const __m128i m8 = _mm_unpackhi_epi64(sm, sm);
+            const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
             const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
             const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
-            const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            accm = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mn, bs32)), accm);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm);
             const __m256i hb = _mm256_loadu_si256((const __m256i *)x[b].qh);
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
@@ -824,7 +820,7 @@ static float gg_vec_dot_q5_K_q8_K(int simd, int64_t n, const void *vx, const voi
             }
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        return gg_hsum_avx(acc) - gg_hsum_ps128(accm);
+        return gg_hsum_avx(acc) - gg_hsum_avx(accm);
     }
 #endif
     float sum = 0.0f;
