@@ -68,6 +68,7 @@ def _c_vec_dot_type(t: GGType) -> GGType | None:
 VEC_DOT_TYPE = {F32: F32, F16: F16, BF16: BF16}
 VEC_DOT_TYPE.update({t: v for t in quant.WEIGHT_TYPES if (v := _c_vec_dot_type(t)) is not None})
 MUL_MAT_B_TYPES = (F32, F16)
+PLAIN_A_TYPES = (F32, F16, BF16)
 
 
 def _mul_mat_converts_b(a: Tensor, b: Tensor) -> bool:
@@ -93,7 +94,12 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     op = "mul_mat"
     check_tensor(op, "a", a)
     check_tensor(op, "b", b)
-    check_types(op, "a", a, tuple(VEC_DOT_TYPE))
+    if a.type.blck_size > 1:
+        quants = ", ".join(str(t) for t in VEC_DOT_TYPE if t.blck_size > 1) or "none"
+        check(a.type in VEC_DOT_TYPE, op, f"a: {a.type} has no vec_dot in this build (quantized types "
+              f"mul_mat can use: {quants})", a)
+    else:
+        check_types(op, "a", a, PLAIN_A_TYPES)
     check_types(op, "b", b, MUL_MAT_B_TYPES)
     check(a.ne[0] == b.ne[0], op, f"a.ne[0] (K={a.ne[0]}) must equal b.ne[0] (K={b.ne[0]})", a, b)
     check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, op,
