@@ -11,12 +11,18 @@
  * f32: src -> f32 (into the dst row itself when dst is contiguous F32, else
  * into the thread's scratch row) -> dst.
  *
- * Element converters: one table entry per type (gg_cvt_types below). A new
- * destination type, e.g. a quantized block type later, is one entry with a
- * from_f32 row function; the kernel gathers the whole dst row in f32 first,
- * so a block converter always sees complete rows.
+ * Converters: one table entry per plain type (gg_cvt_types below); every
+ * block (quantized) type gets its entry from quants.h's traits (gg_cvt_get):
+ * its unit is a block of blck elements in `size` bytes, converted whole with
+ * to_float / from_float. The kernel gathers the whole dst row in f32 before
+ * converting it, so a block destination always sees complete rows; a block
+ * source is read in whole blocks because both row lengths are multiples of
+ * its block size (checked in Python and here). Same-type copies of a block
+ * type copy blocks as bytes. Blocks must be packed along dim 0 (nb[0] ==
+ * bytes per block).
  */
 #include "ggraph_impl.h"
+#include "quants.h"
 #include "vec.h"
 #include "ops_copy.h"
 
@@ -195,19 +201,22 @@ static void gg_i32_from_f32(int simd, const float *x, void *y, size_t ys, int64_
 
 typedef struct {
     int            type;
-    size_t         size;        /* bytes of one element */
-    gg_to_f32_fn   to_f32;
+    size_t         size;        /* bytes of one unit: an element, or a block */
+    int64_t        blck;        /* elements per unit: 1, or the block size */
+    gg_to_f32_fn   to_f32;      /* plain types (strided); NULL for block types */
     gg_from_f32_fn from_f32;
+    const gg_quant_traits *q;   /* block types: to_float / from_float over packed blocks */
 } gg_cvt_type;
 
-/* the one place a copyable type is added */
+/* the one place a plain copyable type is added */
 static const gg_cvt_type gg_cvt_types[] = {
-    { GG_TYPE_F32,  4, gg_f32_to_f32,      gg_f32_from_f32 },
-    { GG_TYPE_F16,  2, gg_f16_to_f32,      gg_f16_from_f32 },
-    { GG_TYPE_BF16, 2, gg_bf16_to_f32_cvt, gg_bf16_from_f32_cvt },
-    { GG_TYPE_I32,  4, gg_i32_to_f32,      gg_i32_from_f32 },
+    { GG_TYPE_F32,  4, 1, gg_f32_to_f32,      gg_f32_from_f32,      NULL },
+    { GG_TYPE_F16,  2, 1, gg_f16_to_f32,      gg_f16_from_f32,      NULL },
+    { GG_TYPE_BF16, 2, 1, gg_bf16_to_f32_cvt, gg_bf16_from_f32_cvt, NULL },
+    { GG_TYPE_I32,  4, 1, gg_i32_to_f32,      gg_i32_from_f32,      NULL },
 };
 
+/* plain types only */
 static const gg_cvt_type *gg_cvt_find(int type) {
     for (size_t k = 0; k < sizeof(gg_cvt_types) / sizeof(gg_cvt_types[0]); k++) {
         if (gg_cvt_types[k].type == type) return &gg_cvt_types[k];
@@ -215,7 +224,42 @@ static const gg_cvt_type *gg_cvt_find(int type) {
     return NULL;
 }
 
-/* exported for ops_elementwise.c (prototypes there) */
+/* the converter of any copyable type: a plain table entry, or a block type's
+ * entry made from its quants.h traits. false for unknown types. */
+static bool gg_cvt_get(int type, gg_cvt_type *out) {
+    const gg_cvt_type *t = gg_cvt_find(type);
+    if (t != NULL) {
+        *out = *t;
+        return true;
+    }
+    const gg_quant_traits *q = gg_quant_traits_of(type);
+    if (q == NULL) return false;
+    *out = (gg_cvt_type){ type, q->type_size, q->blck_size, NULL, NULL, q };
+    return true;
+}
+
+static bool gg_cvt_can_to_f32(const gg_cvt_type *t) { return t->q ? t->q->to_float != NULL : true; }
+static bool gg_cvt_can_from_f32(const gg_cvt_type *t) { return t->q ? t->q->from_float != NULL : true; }
+
+/* n elements at x (units xs bytes apart; block types: packed, n whole blocks) -> packed f32 */
+static void gg_cvt_row_to_f32(const gg_cvt_type *t, int simd, const void *x, size_t xs, float *y, int64_t n) {
+    if (t->q) {
+        t->q->to_float(simd && GG_AVX2, x, y, n);
+    } else {
+        t->to_f32(simd, x, xs, y, n);
+    }
+}
+
+/* packed f32 -> n elements at y (units ys bytes apart; block types: packed, n whole blocks) */
+static void gg_cvt_row_from_f32(const gg_cvt_type *t, int simd, const float *x, void *y, size_t ys, int64_t n) {
+    if (t->q) {
+        t->q->from_float(simd && GG_AVX2, x, y, n);
+    } else {
+        t->from_f32(simd, x, y, ys, n);
+    }
+}
+
+/* exported for ops_elementwise.c (prototypes there); plain types only */
 int gg_cvt_has(int type) { return gg_cvt_find(type) != NULL; }
 
 void gg_cvt_to_f32(int simd, int type, const void *x, size_t xs, float *y, int64_t n) {
@@ -250,12 +294,24 @@ static size_t gg_copy_scratch_bytes(int64_t ne0) {
 
 static void gg_copy(const gg_params *p, const gg_tensor *src0, gg_tensor *dst) {
     GG_TENSOR_UNARY_LOCALS
-    const gg_cvt_type *ts = gg_cvt_find(src0->type), *td = gg_cvt_find(dst->type);
-    if (!ts || !td || gg_nelements(src0) != gg_nelements(dst)) {
+    gg_cvt_type cs, cd;
+    if (!gg_cvt_get(src0->type, &cs) || !gg_cvt_get(dst->type, &cd) || gg_nelements(src0) != gg_nelements(dst)) {
         gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
         return;
     }
-    const bool same = ts == td;
+    const gg_cvt_type *ts = &cs, *td = &cd;
+    const bool same = src0->type == dst->type;
+    if (!same && (!gg_cvt_can_to_f32(ts) || !gg_cvt_can_from_f32(td))) {
+        gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
+        return;
+    }
+    /* block types: packed blocks along dim 0, rows of whole blocks on both
+     * sides so every segment of a row starts and ends on a block boundary */
+    const int64_t blk = GG_MAX(ts->blck, td->blck);
+    if ((ts->q && nb00 != ts->size) || (td->q && nb0 != td->size) || ne00 % blk != 0 || ne0 % blk != 0) {
+        gg_fail(p, GG_ERR_BAD_INPUT);
+        return;
+    }
     const int simd = p->use_simd;
 
     float *scratch = NULL;
@@ -291,13 +347,13 @@ static void gg_copy(const gg_params *p, const gg_tensor *src0, gg_tensor *dst) {
         int64_t done = 0;
         while (done < ne0) {
             const int64_t n = GG_MIN(ne00 - i00, ne0 - done);
-            const char *s = (const char *)src0->data + i00 * nb00 + i01 * nb01 + i02 * nb02 + i03 * nb03;
+            const char *s = (const char *)src0->data + i00 / ts->blck * nb00 + i01 * nb01 + i02 * nb02 + i03 * nb03;
             if (same) {
-                gg_copy_bytes(s, nb00, drow + done * nb0, nb0, ts->size, n);
+                gg_copy_bytes(s, nb00, drow + done / td->blck * nb0, nb0, ts->size, n / ts->blck);
             } else if (direct) {
-                td->from_f32(simd, (const float *)s, drow, nb0, n);
+                gg_cvt_row_from_f32(td, simd, (const float *)s, drow, nb0, n);
             } else {
-                ts->to_f32(simd, s, nb00, f + done, n);
+                gg_cvt_row_to_f32(ts, simd, s, nb00, f + done, n);
             }
             done += n;
             i00 += n;
@@ -309,7 +365,7 @@ static void gg_copy(const gg_params *p, const gg_tensor *src0, gg_tensor *dst) {
                 }
             }
         }
-        if (f != NULL && f != (float *)drow) td->from_f32(simd, f, drow, nb0, ne0);
+        if (f != NULL && f != (float *)drow) gg_cvt_row_from_f32(td, simd, f, drow, nb0, ne0);
 
         if (++i1 == ne1) {
             i1 = 0;

@@ -9,7 +9,10 @@
  * to (vec_dot_type) and its from_f32 conversion, a scalar dot product, and
  * register-blocked SIMD micro-kernels computing an RM x RN tile of dot
  * products (RM rows of a against RN columns of b: RM + RN loads feed RM * RN
- * FMAs per 8 values of k). Adding a type (quantized weights) is adding a row.
+ * FMAs per 8 values of k). Block (quantized) types take their row from
+ * quants.h's traits (gg_quant_traits_of): b is converted to their
+ * vec_dot_type (Q8_0, Q8_1 or Q8_K) with its from_float, and the type's
+ * vec_dot computes each output over whole rows; they have no tile kernels.
  *
  * A node runs in two phases:
  *   1. if b is not already packed rows of vec_dot_type, every thread converts
@@ -24,6 +27,7 @@
 #include <stdatomic.h>
 
 #include "ggraph_impl.h"
+#include "quants.h"
 #include "vec.h"
 #include "ops_matmul.h"
 
@@ -46,6 +50,11 @@
 #define GG_MM_RN 3
 #endif
 
+/* rows of a per tile of the dot-product path (block types; plain types on
+ * the scalar path): with K = 4096, 16 rows of Q8_0 are 70 KB, 16 of Q4_0 37 KB,
+ * small enough to stay in L2 while the chunk's columns pass over them */
+#define GG_MM_DOT_ROWS 16
+
 /* one tile of dot products over k in [k0, k1):
  * c[j * ldc + i] (+)= sum_k a_row_i[k] * b_col_j[k], i < rm, j < rn */
 typedef struct {
@@ -61,8 +70,10 @@ typedef struct {
 } gg_mm_tile_args;
 
 typedef void  (*gg_mm_tile_fn)(const gg_mm_tile_args *t);
-typedef float (*gg_mm_dot_fn)(int64_t n, const void *x, const void *y);
-typedef void  (*gg_mm_from_f32_fn)(const float *x, void *y, int64_t n);
+/* the same signatures as quants.h's vec_dot and from_float, so a block type's
+ * traits row plugs in directly; plain types ignore simd */
+typedef gg_vec_dot_fn    gg_mm_dot_fn;
+typedef gg_from_float_fn gg_mm_from_f32_fn;
 
 typedef struct {
     int               type;              /* src0 type */
@@ -79,36 +90,42 @@ typedef struct {
 
 /* ---- conversions of b ---- */
 
-static void gg_mm_from_f32_f32(const float *x, void *y, int64_t n) {
+static void gg_mm_from_f32_f32(int simd, const float *x, void *y, int64_t n) {
+    GG_UNUSED(simd);
     memcpy(y, x, (size_t)n * sizeof(float));
 }
 
-static void gg_mm_from_f32_f16(const float *x, void *y, int64_t n) {
+static void gg_mm_from_f32_f16(int simd, const float *x, void *y, int64_t n) {
+    GG_UNUSED(simd);
     gg_vec_f32_to_f16(x, (uint16_t *)y, n);
 }
 
-static void gg_mm_from_f32_bf16(const float *x, void *y, int64_t n) {
+static void gg_mm_from_f32_bf16(int simd, const float *x, void *y, int64_t n) {
+    GG_UNUSED(simd);
     uint16_t *out = (uint16_t *)y;
     for (int64_t i = 0; i < n; i++) out[i] = gg_fp32_to_bf16(x[i]);
 }
 
 /* ---- scalar dot products (the reference paths), f32 accumulation ---- */
 
-static float gg_mm_dot_f32(int64_t n, const void *x, const void *y) {
+static float gg_mm_dot_f32(int simd, int64_t n, const void *x, const void *y) {
+    GG_UNUSED(simd);
     const float *a = (const float *)x, *b = (const float *)y;
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++) sum += a[i] * b[i];
     return sum;
 }
 
-static float gg_mm_dot_f16(int64_t n, const void *x, const void *y) {
+static float gg_mm_dot_f16(int simd, int64_t n, const void *x, const void *y) {
+    GG_UNUSED(simd);
     const uint16_t *a = (const uint16_t *)x, *b = (const uint16_t *)y;
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++) sum += gg_fp16_to_fp32(a[i]) * gg_fp16_to_fp32(b[i]);
     return sum;
 }
 
-static float gg_mm_dot_bf16(int64_t n, const void *x, const void *y) {
+static float gg_mm_dot_bf16(int simd, int64_t n, const void *x, const void *y) {
+    GG_UNUSED(simd);
     const uint16_t *a = (const uint16_t *)x, *b = (const uint16_t *)y;
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++) sum += gg_bf16_to_fp32(a[i]) * gg_bf16_to_fp32(b[i]);
@@ -247,11 +264,39 @@ static const gg_mm_traits gg_mm_type_traits[] = {
     },
 };
 
-static const gg_mm_traits *gg_mm_traits_of(int type) {
+/* the row of a plain src0 type, or one filled in *tmp from the block type's
+ * quants.h traits (its vec_dot and its vec_dot_type's from_float): block types
+ * have no tile kernels, their vec_dot is the unit (see gg_mm_chunk). NULL when
+ * the type, its vec_dot or its vec_dot_type's from_float is not built in. */
+static const gg_mm_traits *gg_mm_traits_of(int type, gg_mm_traits *tmp) {
     for (size_t i = 0; i < sizeof(gg_mm_type_traits) / sizeof(gg_mm_type_traits[0]); i++) {
         if (gg_mm_type_traits[i].type == type) return &gg_mm_type_traits[i];
     }
-    return NULL;
+    const gg_quant_traits *q = gg_quant_traits_of(type);
+    if (q == NULL || q->vec_dot == NULL || q->vec_dot_type < 0) return NULL;
+    const gg_quant_traits *qv = gg_quant_traits_of(q->vec_dot_type);
+    if (qv == NULL || qv->from_float == NULL || qv->blck_size != q->blck_size) return NULL;
+    memset(tmp, 0, sizeof(*tmp));           /* no tile kernels */
+    tmp->type = type;
+    tmp->vec_dot_type = q->vec_dot_type;
+    tmp->vd_type_size = qv->type_size;
+    tmp->vd_blck_size = qv->blck_size;
+    tmp->k_align = q->blck_size;
+    tmp->from_f32 = qv->from_float;
+    tmp->dot = q->vec_dot;
+    return tmp;
+}
+
+/* bytes per element of a plain type, per block of a block type; 0 if unknown */
+static size_t gg_mm_unit_size(int type) {
+    switch (type) {
+    case GG_TYPE_F32: return 4;
+    case GG_TYPE_F16: case GG_TYPE_BF16: return 2;
+    default: {
+        const gg_quant_traits *q = gg_quant_traits_of(type);
+        return q ? q->type_size : 0;
+    }
+    }
 }
 
 static size_t gg_type_size_plain(int type) {
@@ -265,11 +310,11 @@ static size_t gg_type_size_plain(int type) {
 /* ---- phase 1: b -> vec_dot_type ---- */
 
 /* converts elements [k0, k1) of one column of b (F32 or F16, element stride nb10) */
-static void gg_mm_convert_col(const gg_mm_traits *tt, const char *src, int src_type, size_t nb10,
+static void gg_mm_convert_col(const gg_mm_traits *tt, int simd, const char *src, int src_type, size_t nb10,
                               char *dst, int64_t k0, int64_t k1) {
     const int64_t blk = tt->vd_blck_size;
     if (src_type == GG_TYPE_F32 && nb10 == sizeof(float)) {
-        tt->from_f32((const float *)src + k0, dst + k0 / blk * tt->vd_type_size, k1 - k0);
+        tt->from_f32(simd, (const float *)src + k0, dst + k0 / blk * tt->vd_type_size, k1 - k0);
         return;
     }
     float tmp[512];                              /* a multiple of every block size */
@@ -280,7 +325,7 @@ static void gg_mm_convert_col(const gg_mm_traits *tt, const char *src, int src_t
         } else {
             for (int64_t i = 0; i < n; i++) tmp[i] = gg_get_f32(src + (k + i) * nb10, src_type, 0);
         }
-        tt->from_f32(tmp, dst + k / blk * tt->vd_type_size, n);
+        tt->from_f32(simd, tmp, dst + k / blk * tt->vd_type_size, n);
     }
 }
 
@@ -300,7 +345,7 @@ static void gg_mm_convert_b(const gg_params *p, const gg_mm_traits *tt, const gg
     for (int64_t c = c0; c < c1; c++) {
         const int64_t i11 = c % ne11, i12 = (c / ne11) % ne12, i13 = c / (ne11 * ne12);
         const char *src = (const char *)src1->data + i11 * src1->nb[1] + i12 * src1->nb[2] + i13 * src1->nb[3];
-        gg_mm_convert_col(tt, src, src1->type, src1->nb[0], wb + c * row_size, k0, k1);
+        gg_mm_convert_col(tt, p->use_simd && GG_AVX2, src, src1->type, src1->nb[0], wb + c * row_size, k0, k1);
     }
 }
 
@@ -357,11 +402,18 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
         return;
     }
 #endif
-    for (int64_t n = n0; n < n1; n++) {
-        const char *bc = b + n * pl->ldb;
-        float *dc = (float *)(c + n * pl->nb1);
-        for (int64_t m = m0; m < m1; m++) {
-            dc[m] = tt->dot(pl->K, a + m * pl->nb01, bc);
+    /* one dot product per output (block types always, plain types on the
+     * scalar path), in tiles of GG_MM_DOT_ROWS rows of a: the tile's rows stay
+     * in cache while every column of the chunk passes over them, so a is read
+     * from memory once per chunk, not once per column */
+    for (int64_t mt = m0; mt < m1; mt += GG_MM_DOT_ROWS) {
+        const int64_t mt1 = GG_MIN(mt + GG_MM_DOT_ROWS, m1);
+        for (int64_t n = n0; n < n1; n++) {
+            const char *bc = b + n * pl->ldb;
+            float *dc = (float *)(c + n * pl->nb1);
+            for (int64_t m = mt; m < mt1; m++) {
+                dc[m] = tt->dot(pl->simd, pl->K, a + m * pl->nb01, bc);
+            }
         }
     }
 }
@@ -369,13 +421,14 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
 void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     GG_TENSOR_BINARY_LOCALS
-    const gg_mm_traits *tt = gg_mm_traits_of(src0->type);
+    gg_mm_traits qtt;
+    const gg_mm_traits *tt = gg_mm_traits_of(src0->type, &qtt);
     /* every thread takes the same early exit, so none waits at the barrier alone */
     if (tt == NULL || (src1->type != GG_TYPE_F32 && src1->type != GG_TYPE_F16) || dst->type != GG_TYPE_F32) {
         gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
         return;
     }
-    if (nb00 != gg_type_size_plain(src0->type) || nb0 != sizeof(float) || ne00 != ne10 || ne0 != ne01 ||
+    if (nb00 != gg_mm_unit_size(src0->type) || nb0 != sizeof(float) || ne00 != ne10 || ne0 != ne01 ||
         ne1 != ne11 || ne2 != ne12 || ne3 != ne13 || ne12 % ne02 != 0 || ne13 % ne03 != 0 ||
         ne10 % tt->vd_blck_size != 0) {
         gg_fail(p, GG_ERR_BAD_INPUT);
@@ -411,7 +464,7 @@ void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
     pl.nb1 = nb1; pl.nb2 = nb2; pl.nb3 = nb3;
     pl.K = ne00; pl.M = ne01; pl.N = ne11; pl.ne12 = ne12;
     pl.r2 = ne12 / ne02; pl.r3 = ne13 / ne03;
-    pl.simd = p->use_simd;
+    pl.simd = p->use_simd && GG_AVX2;
 
     /* chunk shape: matrix-vector streams a in row blocks; matrix-matrix takes
      * blocks of columns too, and cuts k so a tile's b columns stay in L1 */

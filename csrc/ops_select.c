@@ -10,12 +10,14 @@
  * the lower index first, so both ops are deterministic.
  */
 #include "ggraph_impl.h"
+#include "quants.h"
 #include "vec.h"
 #include "ops_select.h"
 
-/* ---- rows to f32: one function per source type (quantized types add theirs here) ---- */
+/* ---- rows to f32: one function per plain source type; block types use their
+ * quants.h to_float (the same signature), so every type with C rows works ---- */
 
-typedef void (*gg_to_f32_row_fn)(int simd, const void *x, float *y, int64_t n);
+typedef gg_to_float_fn gg_to_f32_row_fn;
 
 static void gg_sel_f32_to_f32(int simd, const void *x, float *y, int64_t n) {
     GG_UNUSED(simd);
@@ -42,11 +44,22 @@ static gg_to_f32_row_fn gg_sel_to_f32(int type) {
     case GG_TYPE_F32:  return gg_sel_f32_to_f32;
     case GG_TYPE_F16:  return gg_sel_f16_to_f32;
     case GG_TYPE_BF16: return gg_sel_bf16_to_f32;
-    default:           return NULL;
+    default: {
+        const gg_quant_traits *q = gg_quant_traits_of(type);
+        return q ? q->to_float : NULL;
+    }
     }
 }
 
-/* f32 row to a destination row of type F32, F16 or BF16 */
+/* a destination type set_rows can write: F32, F16, BF16, or a block type with a from_float */
+static bool gg_sel_dst_ok(int type) {
+    if (type == GG_TYPE_F32 || type == GG_TYPE_F16 || type == GG_TYPE_BF16) return true;
+    const gg_quant_traits *q = gg_quant_traits_of(type);
+    return q != NULL && q->from_float != NULL;
+}
+
+/* f32 row to a destination row of type F32, F16, BF16 or a block type
+ * (n a multiple of its block size: whole blocks, quantized with from_float) */
 static void gg_sel_from_f32(int simd, const float *x, int type, void *y, int64_t n) {
     switch (type) {
     case GG_TYPE_F32:
@@ -62,13 +75,17 @@ static void gg_sel_from_f32(int simd, const float *x, int type, void *y, int64_t
     case GG_TYPE_BF16:
         for (int64_t i = 0; i < n; i++) ((uint16_t *)y)[i] = gg_fp32_to_bf16(x[i]);
         break;
-    default:
+    default: {
+        const gg_quant_traits *q = gg_quant_traits_of(type);
+        if (q != NULL && q->from_float != NULL) q->from_float(simd, x, y, n);
         break;
+    }
     }
 }
 
 /* ---- get_rows ----
- * src0 [n_embd, n_rows, ne02, ne03] F32/F16/BF16/I32, rows contiguous
+ * src0 [n_embd, n_rows, ne02, ne03] F32/F16/BF16/I32 or a block type (rows
+ *      of whole blocks, dequantized with to_float), rows contiguous
  * src1 I32 [n_idx, ne02, ne03]
  * dst  [n_embd, n_idx, ne02, ne03] F32 (I32 when src0 is I32):
  *      dst[:, i10, i11, i12] = src0[:, src1[i10, i11, i12], i11, i12]
@@ -82,6 +99,11 @@ void gg_fwd_get_rows(const gg_params *p, gg_tensor *dst) {
     const gg_to_f32_row_fn to_f32 = gg_sel_to_f32(src0->type);
     if (src1->type != GG_TYPE_I32 || (!raw_i32 && (to_f32 == NULL || dst->type != GG_TYPE_F32))) {
         gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
+        return;
+    }
+    const gg_quant_traits *qs = gg_quant_traits_of(src0->type);
+    if (qs != NULL && (ne00 % qs->blck_size != 0 || nb00 != qs->type_size || nb0 != sizeof(float))) {
+        gg_fail(p, GG_ERR_BAD_INPUT);
         return;
     }
 
@@ -102,7 +124,7 @@ void gg_fwd_get_rows(const gg_params *p, gg_tensor *dst) {
         if (raw_i32) {
             memcpy(y, x, (size_t)ne00 * sizeof(int32_t));
         } else {
-            to_f32(p->use_simd, x, (float *)y, ne00);
+            to_f32(p->use_simd && GG_AVX2, x, (float *)y, ne00);
         }
     }
 }
@@ -110,7 +132,8 @@ void gg_fwd_get_rows(const gg_params *p, gg_tensor *dst) {
 /* ---- set_rows (src order as ggml's: src0 = source rows, src1 = indices, src2 = destination) ----
  * src0 [n_embd, n_rows, ne2, ne3] F32/F16, rows contiguous
  * src1 I32 [n_rows, ne11, ne12] with ne2 % ne11 == 0, ne3 % ne12 == 0 (broadcast)
- * dst  a view of src2 [n_embd, ne1, ne2, ne3] F32/F16/BF16:
+ * dst  a view of src2 [n_embd, ne1, ne2, ne3] F32/F16/BF16 or a block type
+ *      with a from_float (a quantized KV cache: each row quantized whole):
  *      dst[:, src1[i, i02 % ne11, i03 % ne12], i02, i03] = src0[:, i, i02, i03]
  * work: one f32 row per thread when an F16 source goes to a non-F16 row
  */
@@ -123,12 +146,17 @@ void gg_fwd_set_rows(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *src1 = dst->src[1];
     GG_TENSOR_BINARY_LOCALS
 
-    const bool dst_ok = dst->type == GG_TYPE_F32 || dst->type == GG_TYPE_F16 || dst->type == GG_TYPE_BF16;
     const bool src_ok = src0->type == GG_TYPE_F32 || src0->type == GG_TYPE_F16;
-    if (!dst_ok || !src_ok || src1->type != GG_TYPE_I32) {
+    if (!gg_sel_dst_ok(dst->type) || !src_ok || src1->type != GG_TYPE_I32) {
         gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
         return;
     }
+    const gg_quant_traits *qd = gg_quant_traits_of(dst->type);
+    if (qd != NULL && (ne00 % qd->blck_size != 0 || nb0 != qd->type_size)) {
+        gg_fail(p, GG_ERR_BAD_INPUT);
+        return;
+    }
+    const int simd = p->use_simd && GG_AVX2;
     const bool via_f32 = src0->type == GG_TYPE_F16 && dst->type != GG_TYPE_F16;
     float *tmp = NULL;
     if (via_f32) {
@@ -158,10 +186,10 @@ void gg_fwd_set_rows(const gg_params *p, gg_tensor *dst) {
         if (src0->type == dst->type) {
             memcpy(y, x, (size_t)ne00 * (src0->type == GG_TYPE_F32 ? 4 : 2));
         } else if (src0->type == GG_TYPE_F32) {
-            gg_sel_from_f32(p->use_simd, (const float *)x, dst->type, y, ne00);
+            gg_sel_from_f32(simd, (const float *)x, dst->type, y, ne00);
         } else {
-            gg_sel_f16_to_f32(p->use_simd, x, tmp, ne00);
-            gg_sel_from_f32(p->use_simd, tmp, dst->type, y, ne00);
+            gg_sel_f16_to_f32(simd, x, tmp, ne00);
+            gg_sel_from_f32(simd, tmp, dst->type, y, ne00);
         }
     }
 }

@@ -19,25 +19,81 @@ cpy converts between
 F16 rounds to nearest even (F16C), BF16 rounds to nearest even with NaN kept
 quiet, F32 -> I32 truncates toward zero (NaN and out-of-range values give
 INT32_MIN, as x86's cvttss2si in ggml does). I32 <-> F16/BF16 is refused, as
-in ggml. Quantized destinations come with the quant types: in C each type is
-one entry of the converter table in csrc/ops_copy.c.
+in ggml.
+
+Block (quantized) types, whichever have C rows built in (csrc/quants_*.c):
+    dup, cont, cont_Nd, cpy to the same type   blocks copied as bytes (any block type)
+    cpy F32 or F16 -> Q8_0, Q4_0, Q4_1, Q5_0, Q5_1   (a quantized KV cache) rows quantized whole
+    cpy any block type -> F32                  dequantized
+A block-type tensor must have its blocks packed along dim 0 (nb[0] == bytes
+per block: not transposed), and every row on both sides of a copy involving
+a block type must be a whole number of its blocks (ne[0] % block size == 0),
+so rows are converted in whole blocks. In C the block types come from the
+converter table in csrc/ops_copy.c (gg_cvt_get), filled from quants.h.
 """
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
+from .. import quant
+from ..errors import GGraphError
 from ..tensor import BF16, F16, F32, I32, Tensor
+from ..types import GGType
 from .registry import as_int, check, check_tensor, check_types, defop
 
 __all__ = ["dup", "cpy", "cont", "cont_1d", "cont_2d", "cont_3d", "cont_4d"]
 
-COPY_TYPES = (F32, F16, BF16, I32)
 
-# (src, dst) pairs cpy accepts: ggml's CPU dup/cpy kernels
-CPY_PAIRS = frozenset(
-    [(t, t) for t in COPY_TYPES]
-    + [(F32, F16), (F32, BF16), (F32, I32), (F16, F32), (BF16, F32), (I32, F32), (F16, BF16), (BF16, F16)]
+@cache
+def c_can_dequantize(t: GGType) -> bool:
+    """The C runtime has block type t's to_float (its rows in csrc/quants_*.c are built in)."""
+    try:
+        quant.dequantize(np.zeros(t.type_size, np.uint8), t, t.blck_size, simd=False)
+    except GGraphError:
+        return False
+    return True
+
+
+@cache
+def c_can_quantize(t: GGType) -> bool:
+    """The C runtime has block type t's from_float."""
+    try:
+        quant.quantize(np.zeros(t.blck_size, np.float32), t, simd=False)
+    except GGraphError:
+        return False
+    return True
+
+
+COPY_TYPES = (F32, F16, BF16, I32)
+# dup / cont / same-type cpy copy blocks as bytes: every block type
+ALL_COPY_TYPES = COPY_TYPES + quant.QUANT_TYPES
+# quantized KV caches: cpy and set_rows quantize F32/F16 rows into these (when built in)
+KV_QUANT_TYPES = tuple(t for t in (quant.Q8_0, quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1)
+                       if c_can_quantize(t))
+# block types cpy dequantizes into F32
+DEQUANT_TYPES = tuple(t for t in quant.QUANT_TYPES if c_can_dequantize(t))
+
+# (src, dst) pairs cpy accepts: ggml's CPU dup/cpy kernels, plain types ...
+_PLAIN_PAIRS = [(F32, F16), (F32, BF16), (F32, I32), (F16, F32), (BF16, F32), (I32, F32), (F16, BF16),
+                (BF16, F16)]
+CPY_PAIRS = frozenset([(t, t) for t in COPY_TYPES] + _PLAIN_PAIRS)
+# ... and block types
+QUANT_CPY_PAIRS = frozenset(
+    [(t, t) for t in quant.QUANT_TYPES]
+    + [(s, q) for q in KV_QUANT_TYPES for s in (F32, F16)]
+    + [(q, F32) for q in DEQUANT_TYPES]
 )
+
+
+def _check_blocks(op: str, name: str, t: Tensor, blck: int, what: str) -> None:
+    """Rows of t are whole blocks of `blck` elements, and a block-type t has its blocks packed along dim 0."""
+    if t.type.blck_size > 1:
+        check(t.nb[0] == t.type.type_size, op, f"{name}: the blocks of a {t.type} tensor must be packed "
+              f"along dim 0 (nb[0] == {t.type.type_size}, not transposed), got nb={list(t.nb)}", t)
+    check(t.ne[0] % blck == 0, op, f"{name}.ne[0]={t.ne[0]} is not a whole number of {what} blocks of "
+          f"{blck} elements", t)
 
 
 def _work_size(node: Tensor, n_threads: int) -> int:
@@ -55,7 +111,8 @@ CONT = defop("cont", work_size=_work_size)
 
 def dup(a: Tensor) -> Tensor:
     check_tensor("dup", "a", a)
-    check_types("dup", "a", a, COPY_TYPES)
+    check_types("dup", "a", a, ALL_COPY_TYPES)
+    _check_blocks("dup", "a", a, a.type.blck_size, str(a.type))
     return DUP.node(a.type, a.ne, [a])
 
 
@@ -64,28 +121,39 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
     that carries the op (add it to the graph to run the copy)."""
     check_tensor("cpy", "a", a)
     check_tensor("cpy", "b", b)
-    if (a.type, b.type) not in CPY_PAIRS:
-        pairs = ", ".join(sorted(f"{s}->{d}" for s, d in CPY_PAIRS if s is not d))
+    if (a.type, b.type) not in CPY_PAIRS | QUANT_CPY_PAIRS:
+        pairs = ", ".join(sorted(f"{s}->{d}" for s, d in _PLAIN_PAIRS))
         check(False, "cpy", f"cannot copy {a.type} into {b.type}; supported: same type "
-              f"({', '.join(str(t) for t in COPY_TYPES)}) or {pairs}", a, b)
+              f"({', '.join(str(t) for t in COPY_TYPES)}), {pairs}, "
+              f"F32/F16 -> {'/'.join(str(t) for t in KV_QUANT_TYPES) or '(none built in)'}, "
+              f"{'/'.join(str(t) for t in DEQUANT_TYPES) or '(none built in)'} -> F32", a, b)
     check(a.nelements() == b.nelements(), "cpy",
           f"a and b must have the same number of elements ({a.nelements()} != {b.nelements()})", a, b)
+    blck = max(a.type.blck_size, b.type.blck_size)
+    if blck > 1:
+        q = a.type if a.type.blck_size > 1 else b.type
+        _check_blocks("cpy", "a", a, blck, str(q))
+        _check_blocks("cpy", "b", b, blck, str(q))
     return CPY.node(b.type, b.ne, [a, b], nb=b.nb)
 
 
 def cont(a: Tensor) -> Tensor:
     check_tensor("cont", "a", a)
-    check_types("cont", "a", a, COPY_TYPES)
+    check_types("cont", "a", a, ALL_COPY_TYPES)
+    _check_blocks("cont", "a", a, a.type.blck_size, str(a.type))
     return CONT.node(a.type, a.ne, [a])
 
 
 def _cont_nd(op: str, a: Tensor, ne) -> Tensor:
     check_tensor(op, "a", a)
-    check_types(op, "a", a, COPY_TYPES)
+    check_types(op, "a", a, ALL_COPY_TYPES)
+    _check_blocks(op, "a", a, a.type.blck_size, str(a.type))
     ne = [as_int(op, f"ne{i}", x) for i, x in enumerate(ne)]
     check(all(x >= 1 for x in ne), op, f"sizes must be >= 1, got {ne}", a)
     n = int(np.prod(ne, dtype=np.int64))
     check(n == a.nelements(), op, f"cannot make {a.nelements()} elements into ne={ne}", a)
+    check(ne[0] % a.type.blck_size == 0, op, f"ne0={ne[0]} is not a whole number of {a.type} blocks of "
+          f"{a.type.blck_size} elements", a)
     return CONT.node(a.type, ne, [a])
 
 

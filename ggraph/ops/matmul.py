@@ -12,6 +12,11 @@
                      b is converted once per node to a's "vec_dot type" (F32 for F32, F16 for
                      F16, BF16 for BF16) exactly as ggml does: with F16 weights the activations
                      are rounded to f16 before the products; dot products accumulate in f32.
+                     Quantized a (block types Q4_0 .. Q6_K, whichever have C rows built in):
+                     b is quantized once per node to the type's vec_dot type (Q8_0 for Q4_0,
+                     Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for the K types) and each output is
+                     the type's vec_dot of a row of a with a column of converted b. a's rows
+                     are whole blocks (nb[0] == bytes per block); b must not be quantized.
 
     out_prod(a, b)   a: ne [n, m, ne02, ne03], b: ne [p, m, ne12, ne13]
                      -> F32 ne [n, p, ne12, ne13],  dst[i, j] = sum_k a[i, k] * b[j, k]
@@ -23,18 +28,47 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import quant
+from ..backend.ffi import ffi, lib
+from ..errors import GGraphError
 from ..tensor import BF16, F16, F32, Tensor, bf16_to_f32, f32_to_bf16
-from ..types import row_size
+from ..types import GGType, row_size
 from .registry import check, check_tensor, check_types, defop
 
 CACHE_LINE = 64
 
 __all__ = ["mul_mat", "out_prod"]
 
+
+
+def _c_vec_dot_type(t: GGType) -> GGType | None:
+    """t's vec_dot type when the C runtime can run mul_mat with weights of block
+    type t (t's vec_dot and the vec_dot type's from_float are built in), else None."""
+    try:
+        vdt = quant.vec_dot_type(t)
+    except GGraphError:
+        return None
+    if vdt.blck_size != t.blck_size or lib.gg_quant_blck_size(vdt.id) != vdt.blck_size:
+        return None
+    # probe both C functions on one zero block (all-zero blocks are valid: d = 0)
+    x = np.zeros(t.type_size, np.uint8)
+    y = np.zeros(vdt.type_size, np.uint8)
+    out = ffi.new("float *")
+    if lib.gg_quant_vec_dot(t.id, ffi.from_buffer(x), ffi.from_buffer(y), t.blck_size, 0, out):
+        return None
+    f = np.zeros(t.blck_size, np.float32)
+    if lib.gg_quantize_rows(vdt.id, ffi.from_buffer("float[]", f), ffi.from_buffer(y), 1, t.blck_size, 0):
+        return None
+    return vdt
+
+
 # src0 type -> the type src1 is converted to before the dot products (ggml's
-# vec_dot_type). Quantized types add a row here and in csrc/ops_matmul.c.
+# vec_dot_type): the plain types, then every block weight type whose C rows
+# (csrc/quants_*.c) are built in.
 VEC_DOT_TYPE = {F32: F32, F16: F16, BF16: BF16}
+VEC_DOT_TYPE.update({t: v for t in quant.WEIGHT_TYPES if (v := _c_vec_dot_type(t)) is not None})
 MUL_MAT_B_TYPES = (F32, F16)
+PLAIN_A_TYPES = (F32, F16, BF16)
 
 
 def _mul_mat_converts_b(a: Tensor, b: Tensor) -> bool:
@@ -60,14 +94,23 @@ def mul_mat(a: Tensor, b: Tensor) -> Tensor:
     op = "mul_mat"
     check_tensor(op, "a", a)
     check_tensor(op, "b", b)
-    check_types(op, "a", a, tuple(VEC_DOT_TYPE))
+    if a.type.blck_size > 1:
+        quants = ", ".join(str(t) for t in VEC_DOT_TYPE if t.blck_size > 1) or "none"
+        check(a.type in VEC_DOT_TYPE, op, f"a: {a.type} has no vec_dot in this build (quantized types "
+              f"mul_mat can use: {quants})", a)
+    else:
+        check_types(op, "a", a, PLAIN_A_TYPES)
     check_types(op, "b", b, MUL_MAT_B_TYPES)
     check(a.ne[0] == b.ne[0], op, f"a.ne[0] (K={a.ne[0]}) must equal b.ne[0] (K={b.ne[0]})", a, b)
     check(b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0, op,
           "a must broadcast over b in dims 2 and 3 (b.ne[2] % a.ne[2] == 0 and b.ne[3] % a.ne[3] == 0)", a, b)
     check(not a.is_transposed(), op, f"a must not be transposed (nb[0] <= nb[1]), got nb={list(a.nb)}", a)
-    check(a.nb[0] == a.type.type_size, op, f"rows of a must be contiguous (nb[0] == {a.type.type_size}), "
-          f"got nb={list(a.nb)}", a)
+    what = "bytes per block" if a.type.blck_size > 1 else "type size"
+    check(a.nb[0] == a.type.type_size, op, f"rows of a must be contiguous (nb[0] == {a.type.type_size}, "
+          f"the {what}), got nb={list(a.nb)}", a)
+    vdt = VEC_DOT_TYPE[a.type]
+    check(b.ne[0] % vdt.blck_size == 0, op, f"K={b.ne[0]} must be a multiple of the {vdt} block size "
+          f"{vdt.blck_size} (b is converted to {vdt})", a, b)
     return MUL_MAT.node(F32, [a.ne[1], b.ne[1], b.ne[2], b.ne[3]], [a, b])
 
 
@@ -88,8 +131,28 @@ def out_prod(a: Tensor, b: Tensor) -> Tensor:
 
 # ---- numpy references (arrays arrive in (ne3, ne2, ne1, ne0) order) ----
 
+def _decode_q8(blocks: np.ndarray, t: GGType) -> np.ndarray:
+    """Values of the activation types (uint8 (..., nblocks * type_size) -> float32):
+    each is a scale d times int8 quants, so numpy decodes them exactly even when the
+    C runtime has no to_float for them (ggml has none for Q8_1)."""
+    nb = blocks.shape[-1] // t.type_size
+    bl = blocks.reshape(blocks.shape[:-1] + (nb, t.type_size))
+    if t is quant.Q8_K:            # f32 d, 256 int8, 16 int16 bsums
+        d = bl[..., :4].copy().view(np.float32)
+        q = bl[..., 4:4 + t.blck_size].view(np.int8)
+    else:                          # Q8_0: f16 d, 32 int8; Q8_1: f16 d, f16 s, 32 int8
+        d = bl[..., :2].copy().view(np.float16).astype(np.float32)
+        q = bl[..., t.type_size - t.blck_size:].view(np.int8)
+    return (d * q.astype(np.float32)).reshape(blocks.shape[:-1] + (nb * t.blck_size,))
+
+
 def _round_to(x: np.ndarray, t) -> np.ndarray:
     """x rounded to type t's precision, as the kernel's conversion of b does."""
+    if t.blck_size > 1:            # quantized along k (the last axis) and decoded back
+        blocks = quant.quantize(np.asarray(x, dtype=np.float32), t)
+        if t in (quant.Q8_0, quant.Q8_1, quant.Q8_K):
+            return _decode_q8(blocks, t)
+        return quant.dequantize(blocks, t)
     if t is F16:
         with np.errstate(over="ignore"):
             return x.astype(np.float16).astype(np.float32)
@@ -130,6 +193,13 @@ def _mul_mat_case(ctx, rng):
 def _mul_mat_case_f16(ctx, rng):
     a = ctx.from_numpy(rng.standard_normal((13, 40)).astype(np.float16))
     b = ctx.from_numpy(rng.standard_normal((3, 40)).astype(np.float32))
+    return mul_mat(a, b)
+
+
+@MUL_MAT.case
+def _mul_mat_case_q8_0(ctx, rng):
+    a = ctx.from_numpy(rng.standard_normal((2, 9, 64)).astype(np.float32), type=quant.Q8_0)
+    b = ctx.from_numpy(rng.standard_normal((4, 5, 64)).astype(np.float32))
     return mul_mat(a, b)
 
 

@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import quant
 from ..errors import GGraphError
 from ..tensor import BF16, F16, F32, I32, Tensor
+from .copy import KV_QUANT_TYPES, c_can_dequantize
 from .registry import as_int, check, check_tensor, check_types, defop
+
+# block types get_rows reads (dequantized to F32): those whose C to_float is built in
+GET_ROWS_QUANT_TYPES = tuple(t for t in quant.QUANT_TYPES if c_can_dequantize(t))
 
 SORT_ORDER_ASC = 0
 SORT_ORDER_DESC = 1
@@ -54,7 +59,8 @@ def _rows_contiguous(t: Tensor) -> bool:
 def get_rows(a: Tensor, b: Tensor) -> Tensor:
     """Gathers rows: result[:, i, j, l] = a[:, b[i, j, l], j, l].
 
-    a: [n_embd, n_rows, ne2, ne3] F32, F16, BF16 or I32, rows contiguous (nb[0] == type size)
+    a: [n_embd, n_rows, ne2, ne3] F32, F16, BF16, I32 or a block type (quantized embeddings:
+       each row dequantized), rows contiguous (nb[0] == type size, or bytes per block)
     b: I32 [n_idx, ne2, ne3] (b.ne[1] == a.ne[2], b.ne[2] == a.ne[3], b.ne[3] == 1), any strides
     returns [n_embd, n_idx, ne2, ne3], F32 (I32 when a is I32), contiguous.
     Each index must lie in [0, n_rows), else compute() raises GGraphError.
@@ -62,7 +68,11 @@ def get_rows(a: Tensor, b: Tensor) -> Tensor:
     op = "get_rows"
     check_tensor(op, "a", a)
     check_tensor(op, "b", b)
-    check_types(op, "a", a, (F32, F16, BF16, I32))
+    if a.type.blck_size > 1:
+        check(a.type in GET_ROWS_QUANT_TYPES, op, f"a: {a.type} has no to_float in this build (block "
+              f"types get_rows reads: {', '.join(map(str, GET_ROWS_QUANT_TYPES)) or 'none'})", a)
+    else:
+        check_types(op, "a", a, (F32, F16, BF16, I32))
     check_types(op, "b", b, (I32,))
     check(b.ne[1] == a.ne[2] and b.ne[2] == a.ne[3] and b.ne[3] == 1, op,
           "b must be [n_idx, a.ne[2], a.ne[3], 1]", a, b)
@@ -97,7 +107,8 @@ def _get_rows_case(ctx, rng):
 def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     """Scatters rows: a[:, c[i, j % c.ne1, l % c.ne2], j, l] = b[:, i, j, l]; returns a view of a.
 
-    a: destination [n_embd, ne1, ne2, ne3] F32, F16 or BF16 (a KV cache or a view of one), rows contiguous
+    a: destination [n_embd, ne1, ne2, ne3] F32, F16, BF16, or Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 (each row
+       quantized whole: a quantized KV cache), a KV cache or a view of one, rows contiguous
     b: source [n_embd, n_rows, ne2, ne3] F32 or F16, rows contiguous
     c: I32 [n_rows, ne11, ne12, 1] with ne2 % ne11 == 0 and ne3 % ne12 == 0 (broadcast over b), any strides
     Each index must lie in [0, ne1), else compute() raises GGraphError. Rows
@@ -107,7 +118,11 @@ def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     op = "set_rows"
     for nm, t in (("a", a), ("b", b), ("c", c)):
         check_tensor(op, nm, t)
-    check_types(op, "a", a, (F32, F16, BF16))
+    if a.type.blck_size > 1:
+        check(a.type in KV_QUANT_TYPES, op, f"a: cannot quantize rows into {a.type} (block types set_rows "
+              f"writes: {', '.join(map(str, KV_QUANT_TYPES)) or 'none'})", a)
+    else:
+        check_types(op, "a", a, (F32, F16, BF16))
     check_types(op, "b", b, (F32, F16))
     check_types(op, "c", c, (I32,))
     check(a.ne[0] == b.ne[0] and a.ne[2] == b.ne[2] and a.ne[3] == b.ne[3], op,
@@ -119,6 +134,13 @@ def set_rows(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
     check(_rows_contiguous(b), op, "rows of b must be contiguous (nb[0] == type size)", b)
     # sources in ggml's order: b, c, then the destination a
     return SET_ROWS.node(a.type, a.ne, [b, c, a], nb=a.nb)
+
+
+@GET_ROWS.case
+def _get_rows_case_q8_0(ctx, rng):
+    a = ctx.from_numpy(rng.standard_normal((12, 64)).astype(np.float32), type=quant.Q8_0)
+    b = ctx.from_numpy(rng.integers(0, 12, size=5).astype(np.int32))
+    return get_rows(a, b)
 
 
 @SET_ROWS.reference
