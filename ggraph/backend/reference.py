@@ -28,16 +28,17 @@ def read(t: Tensor) -> np.ndarray:
 
 def write(t: Tensor, values: np.ndarray) -> None:
     """Stores values (broadcastable to t's 4-d shape) into t's memory, converted to t's type."""
-    dst = t._raw()
     v = np.broadcast_to(np.asarray(values), t.ne[::-1]) if np.ndim(values) else np.full(t.ne[::-1], values)
+    if t.type.np_dtype is None:
+        from ..quant import quantize_into
+        quantize_into(t, np.asarray(v, dtype=np.float32))
+        return
+    dst = t._raw()
     if t.type is BF16:
         dst[...] = f32_to_bf16(np.asarray(v, dtype=np.float32))
     elif t.type is F16:
         with np.errstate(over="ignore"):
             dst[...] = np.asarray(v, dtype=np.float32).astype(np.float16)
-    elif t.type.np_dtype is None:
-        from ..quant import quantize_into
-        quantize_into(t, np.asarray(v, dtype=np.float32))
     else:
         dst[...] = v.astype(t.type.np_dtype)
 
