@@ -17,9 +17,10 @@
  * and the 8 lanes are summed as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
  * The AVX2 path reduces 8 blocks' integer partials to one vector (hadd tree)
  * and does one vector fma per 8 blocks.
- * Precondition (as in ggml): the Q8 activation row holds quants in
- * [-127, 127], which from_float guarantees for finite input; -128 there gives
- * a wrong (not a crashing) result on the AVX2 path.
+ * Precondition of Q8_0 x Q8_0 only (as in ggml): the activation row holds
+ * quants in [-127, 127], which from_float guarantees for finite input; -128
+ * there gives a wrong (not a crashing) result on the AVX2 path. Q4_0/Q5_0
+ * compute u.y - off.y on the unsigned quants u and take any int8 y.
  */
 
 /* no silent a*b+c contraction: the rounding must be the reference's; fused
@@ -367,18 +368,27 @@ static inline __m256i gg_load_qs_avx2(const int8_t *qs) {
     return _mm256_loadu_si256((const __m256i *)qs);
 }
 
-/* per block, its 32 signed (Q4_0, Q5_0, Q8_0) or unsigned (Q4_1, Q5_1) values */
-static inline __m256i gg_vals_q4_0(const gg_block_q4_0 *x) {
-    return _mm256_sub_epi8(gg_nibbles_avx2(x->qs), _mm256_set1_epi8(8));
+/* (u - OFF) . y for unsigned u (< 32) and any int8 y, as u.y - OFF.y in int16
+   (|each| <= 2 * 31 * 128: no saturation) */
+#define GG_DOT_OFF_AVX2(NAME, OFF)                                                              \
+static inline __m256i NAME(__m256i u, __m256i y) {                                              \
+    const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, y),                              \
+                                       _mm256_maddubs_epi16(_mm256_set1_epi8(OFF), y));         \
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));                                          \
 }
-static inline __m256i gg_vals_q4_1(const gg_block_q4_1 *x) { return gg_nibbles_avx2(x->qs); }
-/* q - 16 = nibble - 16 + 16 * bit: the nibble with 0xF0 or'ed in where the bit is clear */
-static inline __m256i gg_vals_q5_0(const gg_block_q5_0 *x) {
-    return _mm256_or_si256(gg_nibbles_avx2(x->qs), _mm256_andnot_si256(gg_bits_avx2(x->qh), _mm256_set1_epi8((char)0xF0)));
+GG_DOT_OFF_AVX2(gg_dot_off8_avx2, 8)
+GG_DOT_OFF_AVX2(gg_dot_off16_avx2, 16)
+
+/* per block, its 32 quants as stored: unsigned for the 4/5-bit types (the
+   offset of Q4_0/Q5_0 goes into the dot), signed for Q8_0 */
+static inline __m256i gg_vals_q4(const uint8_t *qs) { return gg_nibbles_avx2(qs); }
+static inline __m256i gg_vals_q5(const uint8_t *qs, const uint8_t *qh) {
+    return _mm256_or_si256(gg_nibbles_avx2(qs), _mm256_and_si256(gg_bits_avx2(qh), _mm256_set1_epi8(0x10)));
 }
-static inline __m256i gg_vals_q5_1(const gg_block_q5_1 *x) {
-    return _mm256_or_si256(gg_nibbles_avx2(x->qs), _mm256_and_si256(gg_bits_avx2(x->qh), _mm256_set1_epi8(0x10)));
-}
+static inline __m256i gg_vals_q4_0(const gg_block_q4_0 *x) { return gg_vals_q4(x->qs); }
+static inline __m256i gg_vals_q4_1(const gg_block_q4_1 *x) { return gg_vals_q4(x->qs); }
+static inline __m256i gg_vals_q5_0(const gg_block_q5_0 *x) { return gg_vals_q5(x->qs, x->qh); }
+static inline __m256i gg_vals_q5_1(const gg_block_q5_1 *x) { return gg_vals_q5(x->qs, x->qh); }
 static inline __m256i gg_vals_q8_0(const gg_block_q8_0 *x) { return gg_load_qs_avx2(x->qs); }
 
 /* 8 vectors of 8 int32 partials -> one vector of their 8 totals, in order */
@@ -406,8 +416,6 @@ static inline __m256 gg_half8_avx2(const void *field0, size_t stride) {
 }
 #define GG_HALF8(v, b, f) gg_half8_avx2(&(v)[(b)].f, sizeof((v)[0]))
 
-static inline void gg_store_lanes(float l[8], __m256 acc) { _mm256_storeu_ps(l, acc); }
-
 /* the AVX2 vec_dot of x (type TX) with y (TY): 8 blocks per step, the tail
    blocks through the scalar lane update (same lanes, same rounding) */
 #define GG_VEC_DOT_AVX2(NAME, TX, TY, VALS, DOT, MTERM, ISUM, LANE)                          \
@@ -422,7 +430,7 @@ static float NAME(int64_t nb, const TX *x, const TY *y) {                       
         acc = MTERM(acc, x, y, b);                                                          \
     }                                                                                       \
     float l[8];                                                                             \
-    gg_store_lanes(l, acc);                                                                 \
+    _mm256_storeu_ps(l, acc);                                                               \
     for (; b < nb; b++) LANE(l[b & 7], &x[b], &y[b], ISUM(&x[b], &y[b]));                   \
     return gg_lanes_sum(l);                                                                 \
 }
@@ -431,11 +439,11 @@ static float NAME(int64_t nb, const TX *x, const TY *y) {                       
 #define GG_MTERM_NONE(acc, x, y, b) (acc)
 #define GG_MTERM_MS(acc, x, y, b) _mm256_fmadd_ps(GG_HALF8(x, b, m), GG_HALF8(y, b, s), (acc))
 
-GG_VEC_DOT_AVX2(gg_vec_dot_q4_0_avx2, gg_block_q4_0, gg_block_q8_0, gg_vals_q4_0, gg_dot_ss_avx2, GG_MTERM_NONE,
+GG_VEC_DOT_AVX2(gg_vec_dot_q4_0_avx2, gg_block_q4_0, gg_block_q8_0, gg_vals_q4_0, gg_dot_off8_avx2, GG_MTERM_NONE,
                 gg_isum_q4_0, GG_LANE_D)
 GG_VEC_DOT_AVX2(gg_vec_dot_q4_1_avx2, gg_block_q4_1, gg_block_q8_1, gg_vals_q4_1, gg_dot_us_avx2, GG_MTERM_MS,
                 gg_isum_q4_1, GG_LANE_DM)
-GG_VEC_DOT_AVX2(gg_vec_dot_q5_0_avx2, gg_block_q5_0, gg_block_q8_0, gg_vals_q5_0, gg_dot_ss_avx2, GG_MTERM_NONE,
+GG_VEC_DOT_AVX2(gg_vec_dot_q5_0_avx2, gg_block_q5_0, gg_block_q8_0, gg_vals_q5_0, gg_dot_off16_avx2, GG_MTERM_NONE,
                 gg_isum_q5_0, GG_LANE_D)
 GG_VEC_DOT_AVX2(gg_vec_dot_q5_1_avx2, gg_block_q5_1, gg_block_q8_1, gg_vals_q5_1, gg_dot_us_avx2, GG_MTERM_MS,
                 gg_isum_q5_1, GG_LANE_DM)
@@ -444,7 +452,7 @@ GG_VEC_DOT_AVX2(gg_vec_dot_q8_0_avx2, gg_block_q8_0, gg_block_q8_0, gg_vals_q8_0
 
 /* ---- AVX2 to_float: the same products (and sums) as the scalar loops ---- */
 
-/* 32 int8 values (signed, or unsigned < 128) times d, plus m when ADD_M */
+/* 32 int8 values (signed, or unsigned < 128) times d, plus m when add_m */
 static inline void gg_scale_store_avx2(float *y, __m256i v, __m256 d, __m256 m, int add_m) {
     const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
     const __m128i part[4] = { lo, _mm_unpackhi_epi64(lo, lo), hi, _mm_unpackhi_epi64(hi, hi) };
@@ -457,7 +465,7 @@ static inline void gg_scale_store_avx2(float *y, __m256i v, __m256 d, __m256 m, 
 
 static void gg_dequantize_row_q4_0_avx2(const gg_block_q4_0 *x, float *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
-        gg_scale_store_avx2(y + b * 32, gg_vals_q4_0(&x[b]), _mm256_set1_ps(gg_fp16_to_fp32(x[b].d)),
+        gg_scale_store_avx2(y + b * 32, _mm256_sub_epi8(gg_vals_q4_0(&x[b]), _mm256_set1_epi8(8)), _mm256_set1_ps(gg_fp16_to_fp32(x[b].d)),
                             _mm256_setzero_ps(), 0);
     }
 }
@@ -471,7 +479,7 @@ static void gg_dequantize_row_q4_1_avx2(const gg_block_q4_1 *x, float *y, int64_
 
 static void gg_dequantize_row_q5_0_avx2(const gg_block_q5_0 *x, float *y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
-        gg_scale_store_avx2(y + b * 32, gg_vals_q5_0(&x[b]), _mm256_set1_ps(gg_fp16_to_fp32(x[b].d)),
+        gg_scale_store_avx2(y + b * 32, _mm256_sub_epi8(gg_vals_q5_0(&x[b]), _mm256_set1_epi8(16)), _mm256_set1_ps(gg_fp16_to_fp32(x[b].d)),
                             _mm256_setzero_ps(), 0);
     }
 }
@@ -521,7 +529,7 @@ GG_VEC_DOT_SCALAR(gg_vec_dot_q8_0_scalar, gg_block_q8_0, gg_block_q8_0, gg_isum_
 #define GG_PICK(simd, name, ...) ((void)(simd), name##_scalar(__VA_ARGS__))
 #endif
 
-#define GG_ROW_FNS(T, BT, VT)                                                                   \
+#define GG_ROW_FNS(T, BT)                                                                       \
 static void gg_dequantize_row_##T(int simd, const void *x, float *y, int64_t n) {              \
     GG_PICK(simd, gg_dequantize_row_##T, (const BT *)x, y, n / 32);                            \
 }
@@ -530,12 +538,12 @@ static float gg_vec_dot_##T(int simd, int64_t n, const void *x, const void *y) {
     return GG_PICK(simd, gg_vec_dot_##T, n / 32, (const BT *)x, (const VT *)y);                 \
 }
 
-GG_ROW_FNS(q4_0, gg_block_q4_0, gg_block_q8_0)
-GG_ROW_FNS(q4_1, gg_block_q4_1, gg_block_q8_1)
-GG_ROW_FNS(q5_0, gg_block_q5_0, gg_block_q8_0)
-GG_ROW_FNS(q5_1, gg_block_q5_1, gg_block_q8_1)
-GG_ROW_FNS(q8_0, gg_block_q8_0, gg_block_q8_0)
-GG_ROW_FNS(q8_1, gg_block_q8_1, gg_block_q8_1)
+GG_ROW_FNS(q4_0, gg_block_q4_0)
+GG_ROW_FNS(q4_1, gg_block_q4_1)
+GG_ROW_FNS(q5_0, gg_block_q5_0)
+GG_ROW_FNS(q5_1, gg_block_q5_1)
+GG_ROW_FNS(q8_0, gg_block_q8_0)
+GG_ROW_FNS(q8_1, gg_block_q8_1)
 GG_DOT_FN(q4_0, gg_block_q4_0, gg_block_q8_0)
 GG_DOT_FN(q4_1, gg_block_q4_1, gg_block_q8_1)
 GG_DOT_FN(q5_0, gg_block_q5_0, gg_block_q8_0)

@@ -182,9 +182,10 @@ def test_vec_dot(pair, nb, seed, hx, hy, y_from_floats):
     if y_from_floats:                                # activations as mul_mat makes them
         rng = np.random.default_rng(seed + 1)
         y = gg.quantize(rng.standard_normal(n).astype(np.float32) * 10.0 ** rng.uniform(-3, 3), vt).reshape(nb, -1)
-    else:                                            # any scales (and Q8_1 s), quants in [-127, 127]:
-        y = _blocks(vt, nb, seed + 1, hy)            # -128 is outside the activation range (see quants_plain.c)
-        y[:, -32:] = np.clip(y[:, -32:].view(np.int8), -127, 127).view(np.uint8)
+    else:                                            # any scales (and Q8_1 s), any quants, except that
+        y = _blocks(vt, nb, seed + 1, hy)            # Q8_0 x Q8_0 needs y in [-127, 127] (quants_plain.c)
+        if t is gg.Q8_0:
+            y[:, -32:] = np.clip(y[:, -32:].view(np.int8), -127, 127).view(np.uint8)
 
     got = {s: _vec_dot(t, x, y, n, s) for s in SIMD}
     # the AVX2 path rounds exactly like the scalar one (same per-block fma into lane b % 8, same lane sum)
