@@ -1,6 +1,5 @@
 """The graph allocator: liveness-based reuse, in-place, outputs kept, no overlap of live tensors."""
 import numpy as np
-import pytest
 from hypothesis import given, strategies as st
 
 import ggraph as gg

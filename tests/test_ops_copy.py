@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 import ggraph as gg
 from ggraph.ops.copy import COPY_TYPES, CPY_PAIRS, f32_to_i32
 from ggraph.tensor import bf16_to_f32, f32_to_bf16
-from ggraph.testing import LAYOUTS, check_graph, layouts, make_tensor, seeds, shapes
+from ggraph.testing import check_graph, layouts, make_tensor, seeds, shapes
 
 THREADS = (1, 2, 3, 4)
 

@@ -1,5 +1,4 @@
 """soft_max, soft_max_ext and diag_mask_inf against numpy, over shapes, masks, layouts and threads."""
-import math
 
 import numpy as np
 import pytest

@@ -3,8 +3,7 @@ from quantized embeddings, set_rows / cpy into quantized KV caches and back,
 dup / cont of block tensors, and the refusals.
 
 Every test is parametrized over ggraph.quant.WEIGHT_TYPES (or the KV cache
-types) and skips the types whose C rows (csrc/quants_plain.c, quants_k.c) are
-not built in yet: as soon as a type's rows are merged its tests run.
+types); a type whose C rows (csrc/quants_plain.c, quants_k.c) are missing fails.
 """
 import numpy as np
 import pytest
@@ -24,15 +23,12 @@ ids = [str(t) for t in WEIGHT_TYPES]
 
 
 def need_mul_mat(t):
-    # the C rows of t: its vec_dot_type is known and its vec_dot / the vec_dot_type's
-    # from_float answer (probed in ggraph.ops.matmul._c_vec_dot_type)
-    if lib.gg_quant_vec_dot_type(t.id) < 0 or t not in VEC_DOT_TYPE:
-        pytest.skip(f"{t}: no vec_dot rows built in yet")
+    assert lib.gg_quant_vec_dot_type(t.id) >= 0 and t in VEC_DOT_TYPE, f"{t}: no vec_dot rows built in"
 
 
 def need_rows(t, *, to_float=True, from_float=True):
-    if (from_float and not c_can_quantize(t)) or (to_float and not c_can_dequantize(t)):
-        pytest.skip(f"{t}: C rows not built in yet")
+    assert not (from_float and not c_can_quantize(t)), f"{t}: no from_float row built in"
+    assert not (to_float and not c_can_dequantize(t)), f"{t}: no to_float row built in"
 
 
 def tensor_bytes(t: gg.Tensor) -> np.ndarray:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import quant
-from ..backend.ffi import ffi, lib
-from ..errors import GGraphError
 from ..tensor import BF16, F16, F32, Tensor, bf16_to_f32, f32_to_bf16
 from ..types import GGType, row_size
 from .registry import check, check_tensor, check_types, defop
@@ -41,32 +39,10 @@ __all__ = ["mul_mat", "out_prod"]
 
 
 
-def _c_vec_dot_type(t: GGType) -> GGType | None:
-    """t's vec_dot type when the C runtime can run mul_mat with weights of block
-    type t (t's vec_dot and the vec_dot type's from_float are built in), else None."""
-    try:
-        vdt = quant.vec_dot_type(t)
-    except GGraphError:
-        return None
-    if vdt.blck_size != t.blck_size or lib.gg_quant_blck_size(vdt.id) != vdt.blck_size:
-        return None
-    # probe both C functions on one zero block (all-zero blocks are valid: d = 0)
-    x = np.zeros(t.type_size, np.uint8)
-    y = np.zeros(vdt.type_size, np.uint8)
-    out = ffi.new("float *")
-    if lib.gg_quant_vec_dot(t.id, ffi.from_buffer(x), ffi.from_buffer(y), t.blck_size, 0, out):
-        return None
-    f = np.zeros(t.blck_size, np.float32)
-    if lib.gg_quantize_rows(vdt.id, ffi.from_buffer("float[]", f), ffi.from_buffer(y), 1, t.blck_size, 0):
-        return None
-    return vdt
-
-
 # src0 type -> the type src1 is converted to before the dot products (ggml's
-# vec_dot_type): the plain types, then every block weight type whose C rows
-# (csrc/quants_*.c) are built in.
+# vec_dot_type): Q8_0, Q8_1 or Q8_K for the block types (csrc/quants_*.c)
 VEC_DOT_TYPE = {F32: F32, F16: F16, BF16: BF16}
-VEC_DOT_TYPE.update({t: v for t in quant.WEIGHT_TYPES if (v := _c_vec_dot_type(t)) is not None})
+VEC_DOT_TYPE.update({t: quant.vec_dot_type(t) for t in quant.WEIGHT_TYPES})
 MUL_MAT_B_TYPES = (F32, F16)
 PLAIN_A_TYPES = (F32, F16, BF16)
 
