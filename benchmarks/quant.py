@@ -159,6 +159,10 @@ def main() -> int:
             print(f"{type_name:<5} skipped: {reason}", flush=True)
             continue
         for K, M in SIZES:
+            if K % gg.blck_size(type_name):
+                # rows of 896 are not whole 256-blocks: the K types meet this matrix as
+                # ffn_down (K=4864), which is what a Qwen2.5 Q4_K_M file does too
+                K, M = M, K
             w = (rng.standard_normal((M, K), dtype=np.float32) * 0.05)
             x = rng.standard_normal((1, K), dtype=np.float32)
             g_hot, nbytes = build(type_name, w, x, 1)

@@ -344,3 +344,25 @@ def test_type_tables_follow_the_built_rows():
         if t in VEC_DOT_TYPE:
             assert lib.gg_quant_vec_dot_type(t.id) == VEC_DOT_TYPE[t].id
         assert (t in KV_QUANT_TYPES) == (t in KV_TYPES and c_can_quantize(t))
+
+
+@pytest.mark.parametrize("t", WEIGHT_TYPES, ids=ids)
+def test_cast_dequantizes_and_quantizes(t):
+    """cast(q, F32) equals gg.dequantize; cast(x, q) equals gg.quantize for the KV types."""
+    rng = np.random.default_rng(5)
+    ctx = gg.Context()
+    x = rng.standard_normal((3, 2 * t.blck_size)).astype(np.float32)
+    q = ctx.from_numpy(x, type=t)
+    f = gg.cast(q, gg.F32)
+    outs = [f]
+    if t in KV_TYPES:
+        outs.append(gg.cast(ctx.from_numpy(x), t))
+    g = gg.Graph()
+    for o in outs:
+        g.build_forward_expand(o.set_output())
+    g.compute(2)
+    np.testing.assert_array_equal(f.numpy(), gg.dequantize(gg.quantize(x, t), t).reshape(3, -1))
+    if t in KV_TYPES:
+        np.testing.assert_array_equal(tensor_bytes(outs[1]).reshape(3, -1), gg.quantize(x, t))
+    with pytest.raises(gg.GGraphError, match="cast: cannot copy"):
+        gg.cast(q, gg.I32)

@@ -40,10 +40,10 @@ import numpy as np
 from .. import quant
 from ..errors import GGraphError
 from ..tensor import BF16, F16, F32, I32, Tensor
-from ..types import GGType
+from ..types import GGType, as_type
 from .registry import as_int, check, check_tensor, check_types, defop
 
-__all__ = ["dup", "cpy", "cont", "cont_1d", "cont_2d", "cont_3d", "cont_4d"]
+__all__ = ["dup", "cpy", "cast", "cont", "cont_1d", "cont_2d", "cont_3d", "cont_4d"]
 
 
 @cache
@@ -116,17 +116,21 @@ def dup(a: Tensor) -> Tensor:
     return DUP.node(a.type, a.ne, [a])
 
 
+def _check_pair(op: str, a: Tensor, b_type, *shapes) -> None:
+    if (a.type, b_type) not in CPY_PAIRS | QUANT_CPY_PAIRS:
+        pairs = ", ".join(sorted(f"{s}->{d}" for s, d in _PLAIN_PAIRS))
+        check(False, op, f"cannot copy {a.type} into {b_type}; supported: same type "
+              f"({', '.join(str(t) for t in COPY_TYPES)}), {pairs}, "
+              f"F32/F16 -> {'/'.join(str(t) for t in KV_QUANT_TYPES) or '(none built in)'}, "
+              f"{'/'.join(str(t) for t in DEQUANT_TYPES) or '(none built in)'} -> F32", *shapes)
+
+
 def cpy(a: Tensor, b: Tensor) -> Tensor:
     """Writes a's values, converted to b's type, into b; returns a view of b
     that carries the op (add it to the graph to run the copy)."""
     check_tensor("cpy", "a", a)
     check_tensor("cpy", "b", b)
-    if (a.type, b.type) not in CPY_PAIRS | QUANT_CPY_PAIRS:
-        pairs = ", ".join(sorted(f"{s}->{d}" for s, d in _PLAIN_PAIRS))
-        check(False, "cpy", f"cannot copy {a.type} into {b.type}; supported: same type "
-              f"({', '.join(str(t) for t in COPY_TYPES)}), {pairs}, "
-              f"F32/F16 -> {'/'.join(str(t) for t in KV_QUANT_TYPES) or '(none built in)'}, "
-              f"{'/'.join(str(t) for t in DEQUANT_TYPES) or '(none built in)'} -> F32", a, b)
+    _check_pair("cpy", a, b.type, a, b)
     check(a.nelements() == b.nelements(), "cpy",
           f"a and b must have the same number of elements ({a.nelements()} != {b.nelements()})", a, b)
     blck = max(a.type.blck_size, b.type.blck_size)
@@ -135,6 +139,18 @@ def cpy(a: Tensor, b: Tensor) -> Tensor:
         _check_blocks("cpy", "a", a, blck, str(q))
         _check_blocks("cpy", "b", b, blck, str(q))
     return CPY.node(b.type, b.ne, [a, b], nb=b.nb)
+
+
+def cast(a: Tensor, type) -> Tensor:
+    """a's values converted to `type` in a new contiguous tensor (ggml_cast):
+    e.g. cast(q4_weights, gg.F32) dequantizes, cast(x, gg.Q8_0) quantizes rows."""
+    check_tensor("cast", "a", a)
+    t = as_type(type)
+    _check_pair("cast", a, t, a)
+    blck = max(a.type.blck_size, t.blck_size)
+    if blck > 1:
+        _check_blocks("cast", "a", a, blck, str(a.type if a.type.blck_size > 1 else t))
+    return DUP.node(t, a.ne, [a])
 
 
 def cont(a: Tensor) -> Tensor:
