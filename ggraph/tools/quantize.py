@@ -83,6 +83,12 @@ EXCLUDED = ("ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj", "p
 FLOAT_INPUTS = ("F32", "F16", "BF16", "F64")
 
 
+
+def _ratio(size_in: int, size_out: int) -> str:
+    if size_out <= size_in:
+        return f"{size_in / max(size_out, 1):.2f}x smaller"
+    return f"{size_out / max(size_in, 1):.2f}x larger"
+
 def parse_file_type(s: str) -> FileType:
     key = str(s).strip().upper()
     if key.isdigit():
@@ -430,7 +436,7 @@ def quantize_file(inp: str, out: str, type_name: str, *, threads: int | None = N
     types = ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     print(f"{out}: {ftype.name} (file_type {ftype.id}), {len(plan)} tensors: {types}", file=log)
     print(f"size {_mib(size_in):.2f} MiB -> {_mib(size_out):.2f} MiB "
-          f"({size_in / max(size_out, 1):.2f}x smaller), {dt:.2f} s with {threads} thread(s)", file=log)
+          f"({_ratio(size_in, size_out)}), {dt:.2f} s with {threads} thread(s)", file=log)
     return summary
 
 
