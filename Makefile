@@ -36,9 +36,10 @@ test: system-deps $(STAMP)
 test-slow: system-deps $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n $(JOBS) -m "slow or not slow" tests
 
-# op timings against numpy in the same run
+# op timings against numpy in the same run, then quantized mat-vec against memory bandwidth
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ops.py
+	$(BIN)/python benchmarks/quant.py
 
 clean:
 	rm -rf build $(VENV) ggraph/_C*.so ggraph/_C.c *.egg-info .pytest_cache .hypothesis
