@@ -60,14 +60,20 @@ def main(argv=None) -> int:
     q.add_argument("--allow-requantize", action="store_true",
                    help="requantize tensors that are already quantized (loses precision)")
     q.set_defaults(fn=_cmd_quantize)
+    from .tools import run
+    run.add_commands(sub)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
     except GGraphError as e:
-        print(f"ggraph: error: {e}", file=sys.stderr)
+        print(f"ggraph: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout closed early (| head): not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
