@@ -3,6 +3,7 @@
     ggraph info        build and machine facts: SIMD paths, threads, op count
     ggraph ops         every op with its C kernel, params struct and traits
     ggraph quantize    IN.gguf OUT.gguf TYPE: requantize a GGUF model like llama-quantize
+    ggraph convert     HF_DIR OUT.gguf --type f32|f16|q8_0: a Hugging Face LLaMA / Qwen2 checkpoint to GGUF
 """
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from .tools.convert import convert
+    convert(args.hf_dir, args.output, args.type)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ggraph", description="ggml-style computation graphs on the CPU")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -60,6 +67,16 @@ def main(argv=None) -> int:
     q.add_argument("--allow-requantize", action="store_true",
                    help="requantize tensors that are already quantized (loses precision)")
     q.set_defaults(fn=_cmd_quantize)
+    c = sub.add_parser("convert", help="convert a Hugging Face LLaMA / Qwen2 checkpoint to GGUF",
+                       description="Converts a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM directory "
+                                   "(config.json, safetensors, tokenizer.json) into a GGUF file with "
+                                   "llama.cpp's tensor names and conventions.")
+    c.add_argument("hf_dir", metavar="HF_DIR")
+    c.add_argument("output", metavar="OUT.gguf")
+    c.add_argument("--type", default="f16", type=str.lower, choices=["f32", "f16", "q8_0"],
+                   help="type of the 2-d weights (1-d tensors stay F32; q8_0 falls back to F16 for rows "
+                        "that are not a multiple of 32); default f16")
+    c.set_defaults(fn=_cmd_convert)
     from .tools import run
     run.add_commands(sub)
     args = ap.parse_args(argv)
