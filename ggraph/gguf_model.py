@@ -86,13 +86,13 @@ class ModelFile:
     """
 
     def __init__(self, path: str, hparams: HParams, metadata: dict, tensors: dict, file_type: str,
-                 reader=None):
+                 mmap: np.ndarray | None = None):
         self.path = path
         self.hparams = hparams
         self.metadata = metadata
         self.tensors = tensors
         self.file_type = file_type
-        self._reader = reader          # owns the np.memmap every tensor's _buf is a view of
+        self._mmap = mmap              # the file's np.memmap: every tensor's _buf is a view of it
 
     @property
     def arch(self) -> str:
@@ -107,11 +107,11 @@ class ModelFile:
         return sum(t.nelements() for t in self.tensors.values())
 
     def close(self) -> None:
-        """Forgets the tensors and the reader; the mapping goes when nothing else holds it."""
+        """Forgets the tensors and the map; the mapping goes when nothing else holds it."""
         for t in self.tensors.values():
             t._buf = None
         self.tensors = {}
-        self._reader = None
+        self._mmap = None
 
     def __enter__(self) -> ModelFile:
         return self
@@ -132,8 +132,18 @@ def _make_reader_class():
     import gguf
 
     class _CheckedReader(gguf.GGUFReader):
-        """GGUFReader that checks each tensor's data range against the file size
-        before the base class slices the map (it would fail with a reshape error)."""
+        """GGUFReader that checks every read of the header, and each tensor's data range,
+        against the file size before the base class slices the map (slicing past the end
+        quietly gives a short array, which fails later with an unrelated numpy error)."""
+
+        def _get(self, offset, dtype, count=1, *args, **kwargs):
+            size = _ITEMSIZE.get(dtype)
+            if size is None:
+                size = _ITEMSIZE[dtype] = np.dtype(dtype).itemsize
+            end = int(offset) + size * int(count)
+            if end > len(self.data):
+                raise _Truncated(None, int(offset), end, len(self.data))
+            return super()._get(offset, dtype, count, *args, **kwargs)
 
         def _build_tensors(self, start_offs, fields, *args, **kwargs):
             size = len(self.data)
@@ -155,6 +165,9 @@ def _make_reader_class():
     return _CheckedReader
 
 
+_ITEMSIZE: dict = {}
+
+
 class _Truncated(Exception):
     def __init__(self, name, begin, end, size):
         super().__init__(name)
@@ -173,17 +186,20 @@ def _open_reader(path: str):
     if os.path.isdir(path):
         raise GGraphError(f"{path}: is a directory, not a GGUF file")
     size = os.path.getsize(path)
-    if size < 24:
-        raise GGraphError(f"{path}: not a GGUF file ({size} bytes; a GGUF header alone is 24)")
     with open(path, "rb") as f:
         magic = f.read(4)
+    if size == 0:
+        raise GGraphError(f"{path}: not a GGUF file (0 bytes)")
     if magic != b"GGUF":
         raise GGraphError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
+    if size < 24:
+        raise GGraphError(f"{path}: truncated file: {size} bytes, less than a GGUF header's first 24")
     try:
         # 'c': copy-on-write, so a stray write can't crash a kernel on a read-only page or touch the file
         return _reader_class(path, "c")
     except _Truncated as e:
-        raise GGraphError(f"{path}: truncated file: tensor {e.name!r} needs bytes {e.begin}..{e.end} "
+        what = f"tensor {e.name!r}" if e.name else "the GGUF header (metadata and tensor list)"
+        raise GGraphError(f"{path}: truncated file: {what} needs bytes {e.begin}..{e.end} "
                           f"but the file has {e.size} bytes") from None
     except MemoryError:
         raise
@@ -375,8 +391,8 @@ def _check_tensors(path: str, h: HParams, infos: dict) -> None:
     for name, (ne, allowed) in expected_tensors(h).items():
         rt = infos.get(name)
         if rt is None:
-            raise GGraphError(f"{path}: tensor {name!r} is missing (expected {_type_names(allowed[:3])}..., "
-                              f"ne={list(ne)}, for {h.arch})")
+            raise GGraphError(f"{path}: tensor {name!r} is missing (the {h.arch} graph needs it, "
+                              f"with ne={list(ne)})")
         got = [int(x) for x in rt.shape]
         if len(got) > 4 or _pad4(got) != _pad4(ne):
             raise GGraphError(f"{path}: tensor {name!r} has ne={got}, expected ne={list(ne)} "
@@ -434,4 +450,5 @@ def load_gguf(path) -> ModelFile:
         t = _leaf(path, rt, base)
         if t is not None:
             tensors[rt.name] = t
-    return ModelFile(path, h, values, tensors, _file_type(values, infos), reader=reader)
+    # keep only the map: the reader's per-field numpy parts (hundreds of thousands for a vocabulary) go
+    return ModelFile(path, h, values, tensors, _file_type(values, infos), mmap=reader.data)
