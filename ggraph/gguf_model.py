@@ -130,6 +130,7 @@ class ModelFile:
 
 def _make_reader_class():
     import gguf
+    VT = gguf.GGUFValueType
 
     class _CheckedReader(gguf.GGUFReader):
         """GGUFReader that checks every read of the header, and each tensor's data range,
@@ -144,6 +145,26 @@ def _make_reader_class():
             if end > len(self.data):
                 raise _Truncated(None, int(offset), end, len(self.data))
             return super()._get(offset, dtype, count, *args, **kwargs)
+
+        def _get_field_parts(self, orig_offs, raw_type, *args, **kwargs):
+            # arrays (the vocabulary: 150k strings, scores, types) in one piece instead of the base
+            # class's two numpy views per element, which makes loading several times slower
+            if int(raw_type) != VT.ARRAY or self.byte_order != "I":
+                return super()._get_field_parts(orig_offs, raw_type, *args, **kwargs)
+            raw_itype = self._get(orig_offs, np.uint32)
+            alen = self._get(orig_offs + 4, np.uint64)
+            itype, n = int(raw_itype[0]), int(alen[0])
+            offs = orig_offs + 12
+            if itype == VT.STRING:
+                strings = _read_strings(self.data, offs, n)
+                end = strings.pop()
+                parts = [raw_itype, alen, _StringArray(strings)]
+                return end - orig_offs, parts, [2], [VT.ARRAY, VT.STRING]
+            nptype = self.gguf_scalar_to_np.get(VT(itype)) if itype in VT._value2member_map_ else None
+            if nptype is None:          # nested arrays and the unknown: the base class's way
+                return super()._get_field_parts(orig_offs, raw_type, *args, **kwargs)
+            values = self._get(offs, nptype, n)
+            return 12 + int(values.nbytes), [raw_itype, alen, values], [2], [VT.ARRAY, VT(itype)]
 
         def _build_tensors(self, start_offs, fields, *args, **kwargs):
             size = len(self.data)
@@ -166,6 +187,29 @@ def _make_reader_class():
 
 
 _ITEMSIZE: dict = {}
+
+
+class _StringArray(list):
+    """The decoded strings of a GGUF string array, as one reader field part."""
+    nbytes = 0
+
+
+def _read_strings(data: np.ndarray, offs: int, n: int) -> list:
+    """n GGUF strings (u64 length + UTF-8 bytes) from offs; the end offset is appended last."""
+    size = len(data)
+    mv = memoryview(data)
+    out = []
+    for _ in range(n):
+        if offs + 8 > size:
+            raise _Truncated(None, offs, offs + 8, size)
+        ln = int.from_bytes(mv[offs:offs + 8], "little")
+        offs += 8
+        if offs + ln > size:
+            raise _Truncated(None, offs, offs + ln, size)
+        out.append(str(mv[offs:offs + ln], "utf-8", "replace"))
+        offs += ln
+    out.append(offs)
+    return out
 
 
 class _Truncated(Exception):
@@ -213,6 +257,8 @@ def _field_value(field):
         if len(field.types) < 2:        # empty array: no element type recorded
             return []
         sub = field.types[-1].name
+        if len(field.data) == 1 and isinstance(field.parts[field.data[0]], _StringArray):
+            return list(field.parts[field.data[0]])
         if sub == "STRING":
             return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
         if len(field.types) > 2:        # nested arrays: flattened by the reader, keep them flat

@@ -123,6 +123,20 @@ def test_llama_f32_hparams_metadata_values(tmp_path):
         np.testing.assert_array_equal(t.numpy(), vals)
 
 
+def test_metadata_matches_gguf_reader(tmp_path):
+    # the loader reads arrays in one piece; the values must be what gguf's own reader decodes
+    path = tmp_path / "tiny.gguf"
+    write_model(path, kv={"tokenizer.ggml.scores": ([0.5 * i for i in range(64)], VT.ARRAY),
+                          "tokenizer.ggml.merges": (["t 1", "é ü", "t1 t2", "\u2581 x"], VT.ARRAY),
+                          "test.u64": (2**40, VT.UINT64), "test.i8": (-3, VT.INT8), "test.f64": (0.1, VT.FLOAT64),
+                          "test.bools": ([True, False, True], VT.ARRAY), "test.s": ("ünï\ncode", VT.STRING)})
+    md = load_gguf(path).metadata
+    ref = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
+    assert md == ref
+    assert md["tokenizer.ggml.merges"][1] == "é ü" and md["test.bools"] == [True, False, True]
+    assert md["test.u64"] == 2**40 and md["test.f64"] == 0.1 and md["test.s"] == "ünï\ncode"
+
+
 def _in_map(t, mm):
     """t's memory is a view of the map mm, inside it (no copy)."""
     lo = mm.ctypes.data
@@ -332,6 +346,8 @@ def test_smollm2_real_file():
     assert mf.metadata["tokenizer.ggml.tokens"][:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     assert mf.metadata["tokenizer.ggml.pre"] == "smollm"
     assert "<|im_start|>" in mf.metadata["tokenizer.chat_template"]
+    ref = {k: f.contents() for k, f in gguf.GGUFReader(mf.path).fields.items() if not k.startswith("GGUF.")}
+    assert mf.metadata == ref
 
 
 def test_smollm2_load_does_not_copy_weights():
@@ -356,9 +372,9 @@ def test_smollm2_load_does_not_copy_weights():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     size, grow, grow_file, grow_file_read = map(int, out.split())
     # loading: the weights are not read, let alone copied. The growth that remains is the parsed
-    # metadata (49k tokens and merges as Python objects), measured ~47 MB for this 94 MB file;
-    # a copy of the weights alone would add the file size.
-    assert grow < 0.75 * size, (grow, size)
+    # metadata (49k tokens and 49k merges as Python strings), measured ~13 MB for this 94 MB file;
+    # a copy of the weights would add the file size. Bound loose for allocator differences.
+    assert grow < 0.3 * size, (grow, size)
     assert grow_file < 0.1 * size, (grow_file, size)
     # reading every page then brings the file's pages in, as shared file-backed memory
     assert grow_file_read > 0.8 * size, (grow_file_read, size)
