@@ -44,7 +44,7 @@ class KVCache:
         self.n_layer = n_layer
         self.n_embd_k_gqa = n_embd_k_gqa
         self.n_embd_v_gqa = n_embd_v_gqa
-        self.kv_size = (kv_size + PAD - 1) // PAD * PAD
+        self.kv_size = kv_size
         self.fingerprint = fingerprint
         self.ctx = Context("kv_cache")
         self.k: list[Tensor] = []

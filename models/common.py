@@ -71,8 +71,8 @@ def build_attn(cache, il: int, inp: GraphInputs, q: gg.Tensor, k: gg.Tensor, v: 
     kk = gg.view_3d(k_cache, head_dim, n_head_kv, n_kv, ts, cache.k_row_bytes(), 0)    # [d, n_head_kv, n_kv]
     vv = gg.view_3d(v_cache, head_dim, n_head_kv, n_kv, ts, cache.v_row_bytes(), 0)
     if cache.type.blck_size > 1:
-        # a quantized cache is decoded for attention (flash_attn_ext reads F16/F32 K/V)
-        kk, vv = gg.cast(kk, gg.F16), gg.cast(vv, gg.F16)
+        # a quantized cache is decoded to F32 for attention (flash_attn_ext reads plain K/V)
+        kk, vv = gg.cast(kk, gg.F32), gg.cast(vv, gg.F32)
     kk = gg.permute(kk, 0, 2, 1, 3)                                   # [d, n_kv, n_head_kv]
     qq = gg.permute(q, 0, 2, 1, 3)                                    # [d, n_tokens, n_head]
     scale = 1.0 / math.sqrt(head_dim)
