@@ -494,7 +494,18 @@ void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
     pl.ncb = (pl.N + pl.cb - 1) / pl.cb;
     const int64_t nchunks = pl.nrb * pl.ncb * nplanes;
 
-    /* every thread starts on chunk ith; the counter hands out the rest */
+    if (pl.N <= GG_MM_RN && nplanes == 1) {
+        /* matrix-vector: each thread streams one contiguous run of rows. Handing
+         * out interleaved chunks made two threads slower than one once the
+         * weights came from memory (the prefetchers lose the stream). */
+        if (convert) gg_barrier(p);              /* b is converted by all threads */
+        const int64_t c0 = nchunks * p->ith / p->nth, c1 = nchunks * (p->ith + 1) / p->nth;
+        for (int64_t chunk = c0; chunk < c1; chunk++) gg_mm_chunk(&pl, chunk);
+        return;
+    }
+
+    /* every thread starts on chunk ith; the counter hands out the rest (the
+     * barrier also waits for the conversion of b) */
     if (p->ith == 0) atomic_store_explicit(next_chunk, p->nth, memory_order_relaxed);
     gg_barrier(p);
 

@@ -366,3 +366,21 @@ def test_cast_dequantizes_and_quantizes(t):
         np.testing.assert_array_equal(tensor_bytes(outs[1]).reshape(3, -1), gg.quantize(x, t))
     with pytest.raises(gg.GGraphError, match="cast: cannot copy"):
         gg.cast(q, gg.I32)
+
+
+def test_mat_vec_waits_for_the_whole_activation_conversion():
+    """Each thread converts a slice of b's k; the products may only start after all
+    slices are done. A long k makes a missing barrier show as wrong outputs."""
+    rng = np.random.default_rng(11)
+    ctx = gg.Context()
+    K, M = 16384, 96
+    w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=gg.Q4_0)
+    x = ctx.from_numpy(rng.standard_normal((1, K)).astype(np.float32))
+    y = gg.mul_mat(w, x)
+    g = gg.Graph().build_forward_expand(y)
+    g.compute(1)
+    ref = y.numpy().copy()
+    for n in (2, 3, 4):
+        for _ in range(5):
+            g.compute(n)
+            np.testing.assert_array_equal(y.numpy(), ref)
