@@ -154,6 +154,7 @@ def check_graph(outputs, *, rtol: float = 1e-5, atol: float = 1e-6, threads=(1, 
                         o._raw()[...] = 0       # a kernel that writes nothing must not pass
                 for b, saved in written.values():
                     b._buf[b._offs:b._offs + saved.nbytes] = saved
+                g.plan().poison_work(n)
                 g.compute(n_threads=n)
                 for k, (o, e) in enumerate(zip(outputs, expected)):
                     msg = (f"{what + ': ' if what else ''}output {k} with n_threads={n}, "

@@ -376,11 +376,14 @@ def test_mat_vec_waits_for_the_whole_activation_conversion():
     K, M = 16384, 96
     w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=gg.Q4_0)
     x = ctx.from_numpy(rng.standard_normal((1, K)).astype(np.float32))
-    y = gg.mul_mat(w, x)
+    y_ref, y = gg.mul_mat(w, x), gg.mul_mat(w, x)
+    g_ref = gg.Graph().build_forward_expand(y_ref)      # its own work buffer
     g = gg.Graph().build_forward_expand(y)
-    g.compute(1)
-    ref = y.numpy().copy()
     for n in (2, 3, 4):
         for _ in range(5):
+            # new values each time: g's work buffer still holds the last conversion,
+            # which a product that does not wait would read
+            x.set(rng.standard_normal((1, K)).astype(np.float32))
+            g_ref.compute(1)
             g.compute(n)
-            np.testing.assert_array_equal(y.numpy(), ref)
+            np.testing.assert_array_equal(y.numpy(), y_ref.numpy())

@@ -101,6 +101,14 @@ class CPlan:
         self.cg.wdata = ffi.cast("void *", self._work.ctypes.data)
         self._threads_planned = n_threads
 
+    def poison_work(self, n_threads: int) -> None:
+        """Fills the work buffer with 0xFF bytes (NaN floats), so a kernel that reads
+        scratch it did not write this time fails its test instead of passing on
+        values left by an earlier compute."""
+        if self._threads_planned != n_threads:
+            self._plan_threads(n_threads)
+        self._work[...] = 0xFF
+
     def work_size(self) -> int:
         return 0 if self._work is None else self._work.nbytes
 
