@@ -91,3 +91,17 @@ def test_corrupted_gguf(capsys, tmp_path):
         bad.write_bytes(f.read(3_000_000))
     rc, _, err = run(capsys, "generate", "-m", str(bad), "-p", "hi", "-n", "2")
     assert rc == 1 and "Traceback" not in err and "ggraph: error:" in err
+
+
+def test_unsupported_architecture(capsys, tmp_path):
+    import gguf
+    p = tmp_path / "mamba.gguf"
+    w = gguf.GGUFWriter(str(p), "mamba")
+    w.add_block_count(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    rc, _, err = run(capsys, "generate", "-m", str(p), "-p", "hi", "-n", "2")
+    assert rc == 1 and "mamba" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("ggraph: error:")]) == 1
