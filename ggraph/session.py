@@ -120,7 +120,7 @@ class Session:
 
     def decode_graph(self, n_kv: int | None = None) -> Graph:
         """The graph of one decode step (for pictures and profiles)."""
-        return self._plan(1, n_kv or self.cache.n_kv(), 1).graph
+        return self._plan(1, n_kv or self.cache.n_kv(), None).graph
 
     # ---- running ----
     def _check_tokens(self, tokens) -> np.ndarray:
@@ -159,7 +159,8 @@ class Session:
             self.cache.occupy(cells, pos, seqs)
             try:
                 n_kv = self.cache.n_kv()
-                plan = self._plan(m, n_kv, None if all_logits else 1)
+                # out_ids picks the last row; a one-token batch has nothing to pick
+                plan = self._plan(m, n_kv, None if (all_logits or m == 1) else 1)
                 inp = plan.inputs
                 inp.tokens.set(chunk)
                 inp.pos.set(pos.astype(np.int32))
