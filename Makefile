@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the suite on both cores; set JOBS=1 for a serial run
 JOBS   ?= 2
 
-.PHONY: demo test test-slow test-models build bench clean system-deps
+.PHONY: demo demo-graph test test-slow test-models build bench clean system-deps
 
 # Graphviz's `dot` renders the SVG pictures; installed from Debian when missing
 system-deps:
@@ -26,8 +26,14 @@ $(STAMP): pyproject.toml setup.py ggraph/backend/build_ffi.py $(wildcard csrc/*.
 
 build: $(STAMP)
 
-# build a small attention graph, compute it, write attention.dot and attention.svg
+# compute a small attention graph (writes attention.dot/.svg), then chat with SmolLM2
+# (interactive on a terminal; piped lines are read as messages: echo "Hi" | make demo)
 demo: system-deps $(STAMP)
+	$(BIN)/python examples/attention_demo.py
+	$(BIN)/ggraph chat --temp 0.7
+
+# only the graph part of the demo
+demo-graph: system-deps $(STAMP)
 	$(BIN)/python examples/attention_demo.py
 
 # the test suite (what CI runs)
