@@ -30,7 +30,7 @@ build: $(STAMP)
 # (interactive on a terminal; piped lines are read as messages: echo "Hi" | make demo)
 demo: system-deps $(STAMP)
 	$(BIN)/python examples/attention_demo.py
-	$(BIN)/ggraph chat --temp 0.7
+	$(BIN)/ggraph chat --temp 0
 
 # only the graph part of the demo
 demo-graph: system-deps $(STAMP)
