@@ -273,8 +273,12 @@ def cmd_bench(args) -> int:
                      "threads": s.n_threads, "test": f"{kind}{n}", "t_s": float(a.mean()),
                      "t_s_std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
                      "python_share": float(np.mean(py_share)), "samples": a.tolist()})
+    report = None
+    if args.profile:
+        from . import perf
+        report = perf.run_profile(s, args.n_prompt or 512, args.n_gen or 32)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows if report is None else {"rows": rows, "profile": report.to_dict()}, indent=2))
         return 0
     print(f"| {'model':<40} | {'size':>9} | {'threads':>7} | {'test':>6} | {'t/s':>16} | {'py %':>5} |")
     print(f"| {'-' * 40} | {'-' * 9}: | {'-' * 7}: | {'-' * 6}: | {'-' * 16}: | {'-' * 5}: |")
@@ -282,6 +286,9 @@ def cmd_bench(args) -> int:
         ts = f"{r['t_s']:.2f} ± {r['t_s_std']:.2f}"
         print(f"| {r['model'][:40]:<40} | {r['size_mib']:>5.1f} MiB | {r['threads']:>7} | {r['test']:>6} | "
               f"{ts:>16} | {100 * r['python_share']:>5.1f} |")
+    if report is not None:
+        print()
+        print(perf.format_report(report))
     return 0
 
 
@@ -342,6 +349,9 @@ def add_commands(sub) -> None:
     p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (tg test), 0 to skip")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--profile", action="store_true",
+                   help="then profile a decode step after a -p token prompt and a prefill micro-batch: "
+                        "time per op group, Python share, decode bandwidth")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("dump-graph", help="the model's decode graph as a picture")
