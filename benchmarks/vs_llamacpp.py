@@ -129,7 +129,7 @@ class LlamaEngine:
         self.n_past = 0
 
     def reset(self):
-        self.L.llama_memory_clear(self.mem, True)
+        self.L.llama_memory_clear(self.mem, False)     # cells freed, buffers kept (as llama-bench)
         self.n_past = 0
 
     def eval(self, tokens, all_logits: bool = False) -> np.ndarray:
@@ -295,6 +295,29 @@ def load_average() -> str:
         return "?"
 
 
+def cpu_busy_s() -> float:
+    """Seconds of CPU time all processes have used since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class OtherLoad:
+    """How much of the cores other processes used while this one ran (from /proc/stat and os.times)."""
+
+    def __enter__(self):
+        self.t0, self.b0, self.own0 = time.perf_counter(), cpu_busy_s(), sum(os.times()[:2])
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        other = (cpu_busy_s() - self.b0) - (sum(os.times()[:2]) - self.own0)
+        self.cores = max(0.0, other / wall) if wall > 0 else float("nan")    # mean cores busy with other work
+        return False
+
+
 def target_key(name: str, path: str) -> str | None:
     if name in TARGETS:
         return name
@@ -341,11 +364,13 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
         run_tg(e, tg_ids[:min(len(tg_ids), 16)])
     res = {(e.name, k): [] for e in engines for k in ("pp", "tg")}
     for r in range(args.reps):
-        for k, fn, ids in (("pp", run_pp, pp_ids), ("tg", run_tg, tg_ids)):
-            for e in engines:
-                res[(e.name, k)].append(len(ids) / fn(e, ids))
+        with OtherLoad() as ol:
+            for k, fn, ids in (("pp", run_pp, pp_ids), ("tg", run_tg, tg_ids)):
+                for e in engines:
+                    res[(e.name, k)].append(len(ids) / fn(e, ids))
         print(f"#   repetition {r + 1}/{args.reps}: " + ", ".join(
-            f"{e.name} {k} {res[(e.name, k)][-1]:.1f}" for k in ("pp", "tg") for e in engines), flush=True)
+            f"{e.name} {k} {res[(e.name, k)][-1]:.1f}" for k in ("pp", "tg") for e in engines)
+            + f"; other processes used {ol.cores:.2f} cores meanwhile", flush=True)
 
     rows = []
     print(f"{'test':<7} {'ggraph t/s':>11} {'(min..max)':>15} {'llama.cpp t/s':>14} {'(min..max)':>15} "
@@ -382,30 +407,32 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
     prompt = tok.encode(text)
     g_ids, g_steps = greedy(g, prompt, args.greedy)
     l_ids, l_steps = greedy(lc, prompt, args.greedy)
-    first = next((i for i, (a, b) in enumerate(zip(g_ids, l_ids)) if a != b), None)
-    if first is None:
-        print(f"greedy: {args.greedy}/{args.greedy} tokens agree ({len(prompt)}-token chat prompt): "
-              f"{tok.decode(g_ids)!r}")
-        gap = min(float(np.sort(s)[-1] - np.sort(s)[-2]) for s in g_steps)
-        print(f"greedy: smallest top-2 logit margin along the way (ggraph): {gap:.4f}")
-    else:
-        a, b = g_ids[first], l_ids[first]
-        gm_ = float(g_steps[first][a] - g_steps[first][b])
-        lm_ = float(l_steps[first][b] - l_steps[first][a])
-        print(f"greedy: the first {first}/{args.greedy} tokens agree ({len(prompt)}-token chat prompt); at step "
-              f"{first} ggraph picks {a} {tok.decode([a])!r}, llama.cpp {b} {tok.decode([b])!r}; margin "
-              f"logit[{a}]-logit[{b}]: ggraph {gm_:+.4f}, llama.cpp {-lm_:+.4f} "
-              f"({'a tie-break: both margins are small' if max(abs(gm_), abs(lm_)) < 0.1 else 'NOT a tie-break'})")
-        print(f"greedy: ggraph    {tok.decode(g_ids)!r}")
-        print(f"greedy: llama.cpp {tok.decode(l_ids)!r}")
-    # teacher-forced: the same sequence (prompt + ggraph's tokens) in one batch through both
+    # teacher-forced: the same sequence (prompt + ggraph's tokens) in one batch through both engines
     seq = list(prompt) + g_ids[:-1]
     lg = [e.reset() or e.eval(seq, all_logits=True)[len(prompt) - 1:] for e in (g, lc)]
     agree = int(np.sum(np.argmax(lg[0], axis=1) == np.argmax(lg[1], axis=1)))
     diff = np.abs(lg[0] - lg[1])
-    scale = float(np.max(np.abs(lg[1])))
-    print(f"teacher-forced ({len(seq)} tokens in one batch): argmax agrees at {agree}/{len(g_ids)} positions; "
-          f"max |logit difference| {float(diff.max()):.4f} (largest |logit| {scale:.1f}), mean {float(diff.mean()):.4f}")
+    noise = float(diff.max())
+    first = next((i for i, (a, b) in enumerate(zip(g_ids, l_ids)) if a != b), None)
+    if first is None:
+        gap = min(float(np.sort(st)[-1] - np.sort(st)[-2]) for st in g_steps)
+        print(f"greedy: {args.greedy}/{args.greedy} tokens agree ({len(prompt)}-token chat prompt; smallest top-2 "
+              f"logit margin on the way {gap:.3f}): {tok.decode(g_ids)!r}")
+    else:
+        a, b = g_ids[first], l_ids[first]
+        gm_ = float(g_steps[first][a] - g_steps[first][b])
+        lm_ = float(l_steps[first][a] - l_steps[first][b])
+        tie = max(abs(gm_), abs(lm_)) <= 2 * noise
+        print(f"greedy: the first {first}/{args.greedy} tokens agree ({len(prompt)}-token chat prompt); at step "
+              f"{first} ggraph picks {a} {tok.decode([a])!r}, llama.cpp {b} {tok.decode([b])!r}; logit[{a}] - "
+              f"logit[{b}]: ggraph {gm_:+.4f}, llama.cpp {lm_:+.4f}: "
+              + ("within twice the engines' largest logit difference below: a float tie-break" if tie
+                 else "LARGER than the engines' logit differences: not a tie-break"))
+        print(f"greedy: ggraph    {tok.decode(g_ids)!r}")
+        print(f"greedy: llama.cpp {tok.decode(l_ids)!r}")
+    print(f"teacher-forced ({len(seq)} tokens in one batch through both): argmax agrees at {agree}/{len(g_ids)} "
+          f"generated positions; |logit difference| max {noise:.4f}, mean {float(diff.mean()):.4f} "
+          f"(logits up to {float(np.max(np.abs(lg[1]))):.1f})")
     lc.close()
     del g, lc, engines
 
@@ -441,8 +468,15 @@ def main(argv=None) -> int:
     ap.add_argument("--greedy", type=int, default=0, help="greedy tokens compared (default 32, quick 8)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random token ids (default 0)")
     ap.add_argument("--quick", action="store_true", help="pp128, tg32, 2 repetitions, 8 greedy tokens")
+    ap.add_argument("--llama-lib", metavar="DIR",
+                    help="load llama.cpp's shared libraries from DIR (llama_cpp's LLAMA_CPP_LIB_PATH), e.g. "
+                         "another build of the same llama-cpp-python version")
     ap.add_argument("--_child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.llama_lib:
+        if not os.path.isdir(args.llama_lib):
+            ap.error(f"--llama-lib {args.llama_lib}: not a directory")
+        os.environ["LLAMA_CPP_LIB_PATH"] = os.path.abspath(args.llama_lib)     # the children inherit it
     if args._child:
         return child_main(args._child)
 
@@ -470,10 +504,10 @@ def main(argv=None) -> int:
     models = args.model or list(DEFAULT_MODELS)
 
     sysinfo = llama_cpp.llama_print_system_info().decode(errors="replace")
-    cpu_feats = next((part.strip() for part in sysinfo.split("|") if "CPU" in part), "").strip()
     print(f"# ggraph {gg.__version__} vs llama.cpp (llama-cpp-python {llama_cpp.__version__}); {cpu_model()}, "
           f"{os.cpu_count()} cpus; load average {load_average()}")
-    print(f"# llama.cpp: {sysinfo.strip()[:200]}")
+    lib = getattr(getattr(llama_cpp.llama_cpp, "_lib", None), "_name", "?")
+    print(f"# llama.cpp library {lib}: {sysinfo.strip()[:200]}")
     print(f"# ggraph SIMD {'AVX2/FMA/F16C' if gg.simd_available() else 'off (scalar build)'}; both: "
           f"{args.threads} threads, n_ctx {args.ctx}, n_batch = n_ubatch = 512, K/V F16, flash attention on, "
           f"logits of the last token only")
