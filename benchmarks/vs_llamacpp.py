@@ -57,6 +57,7 @@ TARGETS = {
 }
 FILE_KEYS = {"smollm2": "smollm2", "qwen2.5-coder": "qwen2.5-coder-0.5b"}
 RSS_TARGET = 1.1                     # peak RSS ggraph / llama.cpp at most this
+BUSY_CORES = 0.25                    # other processes' CPU use that spoils a repetition
 IDLE_S = 0.05                        # both engines' workers spin ~0.5 ms after a compute, then sleep
 PROMPT = "Write a Python function that returns the n-th Fibonacci number, with a docstring."
 INSTALL_HINT = "pip install '.[bench]'  (llama-cpp-python: compiles llama.cpp, several minutes)"
@@ -363,6 +364,7 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
         run_pp(e, pp_ids)
         run_tg(e, tg_ids[:min(len(tg_ids), 16)])
     res = {(e.name, k): [] for e in engines for k in ("pp", "tg")}
+    busy = []
     for r in range(args.reps):
         with OtherLoad() as ol:
             for k, fn, ids in (("pp", run_pp, pp_ids), ("tg", run_tg, tg_ids)):
@@ -371,6 +373,7 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
         print(f"#   repetition {r + 1}/{args.reps}: " + ", ".join(
             f"{e.name} {k} {res[(e.name, k)][-1]:.1f}" for k in ("pp", "tg") for e in engines)
             + f"; other processes used {ol.cores:.2f} cores meanwhile", flush=True)
+        busy.append(ol.cores)
 
     rows = []
     print(f"{'test':<7} {'ggraph t/s':>11} {'(min..max)':>15} {'llama.cpp t/s':>14} {'(min..max)':>15} "
@@ -387,6 +390,12 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
         print(f"{label:<7} {gm:11.1f} {f'({glo:.1f}..{ghi:.1f})':>15} {lm:14.1f} {f'({llo:.1f}..{lhi:.1f})':>15} "
               f"{ratio:6.2f} {'>= ' + format(tgt, '.1f') if tgt else '-':>7}  {verdict}")
         rows.append((name, label, ratio, tgt, verdict))
+
+    n_busy = sum(b >= BUSY_CORES for b in busy)
+    if n_busy:
+        print(f"# WARNING: {n_busy} of {args.reps} repetitions ran while other processes used >= {BUSY_CORES} cores: "
+              f"with 2 threads on 2 cores both engines' spinning barriers stall (decode can drop 10x); "
+              f"rerun on a quiet machine")
 
     # decode bandwidth
     w_bytes, kv_bytes = decode_bytes_per_token(mf, g.n_ctx, args.tg)
