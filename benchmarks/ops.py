@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 import ggraph as gg  # noqa: E402
+from ggraph.tools.perf import cpu_model, load_average  # noqa: E402
 
 COLS = f"{'op':<13} {'type':<5} {'thr':>3} {'shape':<24} {'ggraph ms':>10} {'numpy ms':>10} " \
        f"{'np/gg':>6} {'GFLOP/s':>8} {'GB/s':>7}"
@@ -71,19 +72,8 @@ def blas_line() -> str:
         return f"unknown ({e})"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown cpu"
-
-
 def print_header() -> None:
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"# ggraph op benchmarks: {cpu_model()}, {os.cpu_count()} cpus, load average {' '.join(load)}")
+    print(f"# ggraph op benchmarks: {cpu_model()}, {os.cpu_count()} cpus, load average {load_average()}")
     print(f"# numpy {np.__version__}, BLAS: {blas_line()}")
     print(f"# OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
           f"ggraph SIMD={'AVX2/FMA/F16C' if gg.simd_available() else 'off (scalar build)'}")

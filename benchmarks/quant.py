@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,40 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 import ggraph as gg  # noqa: E402
+from ggraph.tools.perf import cpu_model, llc_bytes, median_time  # noqa: E402
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "F32"]
 SIZES = [(896, 4864), (4096, 4096)]          # (K, M): Qwen2-0.5B's ffn_up, a 7B-class square matrix
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown cpu"
-
-
-def llc_bytes() -> int:
-    best = 0
-    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            s = (d / "size").read_text().strip()
-            best = max(best, int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20}.get(s[-1], 1))
-        except (OSError, ValueError):
-            pass
-    return best or 32 << 20
-
-
-def median_time(fn, reps: int) -> float:
-    fn()                                       # warm up (the first compute plans and allocates)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def bandwidth(nbytes: int, reps: int) -> tuple[float, float]:

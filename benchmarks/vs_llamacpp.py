@@ -238,22 +238,6 @@ def peak_rss(engine: str, path: str, n_ctx: int, threads: int, n_batch: int, pp_
 
 # ---------------------------------------------------------------- measurements
 
-def read_bandwidth(nbytes: int, threads: int, reps: int) -> float:
-    """GB/s of a read-only stream over nbytes: np.add.reduce over int64 views of equal slices,
-    one per thread (numpy releases the GIL in the reduction loop)."""
-    from concurrent.futures import ThreadPoolExecutor
-    a = np.ones(nbytes // 8, np.int64)
-    parts = np.array_split(a, threads)
-    with ThreadPoolExecutor(threads) as ex:
-        def once():
-            t0 = time.perf_counter()
-            list(ex.map(np.add.reduce, parts))
-            return time.perf_counter() - t0
-        once()
-        ts = [once() for _ in range(reps)]
-    return a.nbytes / float(np.median(ts)) / 1e9
-
-
 def decode_bytes_per_token(mf, n_ctx: int, n_gen: int) -> tuple[int, float]:
     """(weight bytes, mean KV bytes) read by one decode step of ggraph over the tg run: every
     matrix once, one row of token_embd (all of it when it is also the output matrix), and the
@@ -287,13 +271,6 @@ def greedy(e, prompt, n: int):
 
 def stats(ts_tokens: list[float]) -> tuple[float, float, float]:
     return statistics.median(ts_tokens), min(ts_tokens), max(ts_tokens)
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def cpu_busy_s() -> float:
@@ -332,6 +309,7 @@ def target_key(name: str, path: str) -> str | None:
 # ---------------------------------------------------------------- one model
 
 def bench_model(name: str, args, bw: dict) -> list[tuple]:
+    from ggraph.tools.perf import load_average
     from ggraph.gguf_model import load_gguf
     from ggraph.model_files import resolve_model
     path = resolve_model(name)
@@ -466,6 +444,8 @@ def bench_model(name: str, args, bw: dict) -> list[tuple]:
 # ---------------------------------------------------------------- main
 
 def main(argv=None) -> int:
+    # imported here, not at the top: the llama.cpp child process must not load ggraph
+    from ggraph.tools.perf import cpu_model, llc_bytes, load_average, read_bandwidth
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", action="append",
                     help=f"model name or .gguf path, repeatable (default: {', '.join(DEFAULT_MODELS)})")
@@ -497,7 +477,6 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import ggraph as gg
     from ggraph.errors import GGraphError
-    from quant import cpu_model, llc_bytes                   # benchmarks/quant.py
 
     args.reps = args.reps or (2 if args.quick else 5)
     args.pp = args.pp or (128 if args.quick else 512)
@@ -525,7 +504,7 @@ def main(argv=None) -> int:
           f"(ggraph, llama.cpp, ...) after a warm-up; tokens/s")
     llc = llc_bytes()
     bw_bytes = max(4 * llc, 256 << 20) if not args.quick else max(2 * llc, 128 << 20)
-    bw = {t: read_bandwidth(bw_bytes, t, 5 if args.quick else 9) for t in sorted({1, args.threads})}
+    bw = {t: read_bandwidth(t, bw_bytes, 5 if args.quick else 9) for t in sorted({1, args.threads})}
     print(f"# memory read bandwidth (numpy int64 add.reduce over {bw_bytes >> 20} MiB, split over threads): "
           + ", ".join(f"{t} thread{'s' if t > 1 else ''} {v:.1f} GB/s" for t, v in bw.items()), flush=True)
     if float(load_average().split()[0]) > 0.5:

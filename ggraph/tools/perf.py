@@ -199,9 +199,37 @@ def profile_prefill(s, n_tokens: int, reps: int, rng) -> StepProfile:
     return prof
 
 
-# ---- machine figures ----
+# ---- machine figures (also used by benchmarks/*.py) ----
 
-def _llc_bytes() -> int:
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown cpu"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def median_time(fn, reps: int) -> float:
+    """Median seconds of fn() over reps calls, after one warm-up call (plans, allocates)."""
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def llc_bytes() -> int:
     best = 0
     for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
@@ -217,7 +245,7 @@ def read_bandwidth(n_threads: int = 1, nbytes: int | None = None, reps: int = 5)
     byte (int64 add, float32 max) over an array well beyond the last-level cache,
     as benchmarks/quant.py measures it; with n_threads > 1 each thread reduces
     its own slice (numpy releases the GIL in the loop). Best of reps."""
-    nbytes = nbytes or max(4 * _llc_bytes(), 256 << 20)
+    nbytes = nbytes or max(4 * llc_bytes(), 256 << 20)
     src = np.ones(nbytes // 8, np.int64)
     parts = np.array_split(src, n_threads)
 
@@ -330,7 +358,7 @@ def format_report(r: Report) -> str:
     lines.append(f"decode bandwidth: {wb / 2**20:.1f} MiB of weights + {kb / 2**20:.2f} MiB of K/V per token "
                  f"x {bw['tokens_s']:.1f} tokens/s = {bw['achieved_gb_s']:.2f} GB/s "
                  f"({bw['achieved_gb_s_compute']:.2f} GB/s over the C compute time alone)")
-    lines.append(f"machine read bandwidth (numpy reduce over {max(4 * _llc_bytes(), 256 << 20) >> 20} MiB): "
+    lines.append(f"machine read bandwidth (numpy reduce over {max(4 * llc_bytes(), 256 << 20) >> 20} MiB): "
                  f"{bw['read_gb_s_1']:.2f} GB/s on 1 thread"
                  + (f", {bw['read_gb_s_n']:.2f} GB/s on {r.threads}" if r.threads > 1 else ""))
     lines.append(f"fixed cost per node (dispatch + barrier, {r.threads} threads): {bw['node_overhead_us']:.2f} us "
