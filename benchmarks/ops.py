@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 import ggraph as gg  # noqa: E402
+from ggraph.tools import perf  # noqa: E402
 from ggraph.tools.perf import cpu_model, load_average  # noqa: E402
 
 COLS = f"{'op':<13} {'type':<5} {'thr':>3} {'shape':<24} {'ggraph ms':>10} {'numpy ms':>10} " \
@@ -90,18 +91,11 @@ def print_header() -> None:
     print(COLS)
 
 
-def median_time(fn, reps: int, settle: bool = True) -> float:
+def median_time(fn, reps: int) -> float:
     # worker threads of the other library (OpenBLAS's, or ggraph's pool) spin for a
     # while after their last job; on 2 cores they would steal time from this one
-    if settle:
-        time.sleep(SETTLE_S)
-    fn()                                   # warm up (first compute plans and allocates)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    time.sleep(SETTLE_S)
+    return perf.median_time(fn, reps)
 
 
 def numpy_threads(n: int):
