@@ -268,20 +268,27 @@ static void gg_argsort_row(const uint32_t *key, int32_t *idx, int32_t *aux, int6
     if (from != idx) memcpy(idx, from, (size_t)n * sizeof(int32_t));
 }
 
+/* this thread's sort scratch (keys, then aux indices) for rows of src0, after
+ * the checks argsort and top_k share; NULL (and the compute fails) otherwise */
+static uint32_t *gg_sort_scratch(const gg_params *p, const gg_tensor *src0, const gg_tensor *dst) {
+    if (!gg_sort_type_ok(src0->type) || dst->type != GG_TYPE_I32 || dst->nb[0] != sizeof(int32_t)) {
+        gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
+        return NULL;
+    }
+    const size_t stride = gg_sort_stride(src0->ne[0]);
+    if (p->wdata == NULL || p->wsize < (size_t)p->nth * stride * 4) {
+        gg_fail(p, GG_ERR_BAD_INPUT);
+        return NULL;
+    }
+    return (uint32_t *)p->wdata + (size_t)p->ith * stride;
+}
+
 void gg_fwd_argsort(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *src0 = dst->src[0];
     GG_TENSOR_UNARY_LOCALS
     const int desc = GG_PARAMS(gg_argsort_params, dst)->order == 1;
-    const size_t stride = gg_sort_stride(ne00);
-    if (!gg_sort_type_ok(src0->type) || dst->type != GG_TYPE_I32 || nb0 != sizeof(int32_t)) {
-        gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
-        return;
-    }
-    if (p->wdata == NULL || p->wsize < (size_t)p->nth * stride * 4) {
-        gg_fail(p, GG_ERR_BAD_INPUT);
-        return;
-    }
-    uint32_t *key = (uint32_t *)p->wdata + (size_t)p->ith * stride;
+    uint32_t *key = gg_sort_scratch(p, src0, dst);
+    if (key == NULL) return;
     int32_t *aux = (int32_t *)(key + (ne00 + 15) / 16 * 16);
 
     const int64_t nr = ne01 * ne02 * ne03;
@@ -337,16 +344,12 @@ void gg_fwd_top_k(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *src0 = dst->src[0];
     GG_TENSOR_UNARY_LOCALS
     const int64_t k = ne0;
-    const size_t stride = gg_sort_stride(ne00);
-    if (!gg_sort_type_ok(src0->type) || dst->type != GG_TYPE_I32 || nb0 != sizeof(int32_t)) {
-        gg_fail(p, GG_ERR_UNSUPPORTED_TYPE);
-        return;
-    }
-    if (k < 1 || k > ne00 || p->wdata == NULL || p->wsize < (size_t)p->nth * stride * 4) {
+    if (k < 1 || k > ne00) {
         gg_fail(p, GG_ERR_BAD_INPUT);
         return;
     }
-    uint32_t *key = (uint32_t *)p->wdata + (size_t)p->ith * stride;
+    uint32_t *key = gg_sort_scratch(p, src0, dst);
+    if (key == NULL) return;
     int32_t *heap = (int32_t *)(key + (ne00 + 15) / 16 * 16);
 
     const int64_t nr = ne01 * ne02 * ne03;
