@@ -77,6 +77,13 @@ int  gg_quant_vec_dot_type(int type);     /* -1: activation-only type */
 int  gg_quantize_rows(int type, const float *x, void *y, int64_t nrows, int64_t n_per_row, int simd);
 int  gg_dequantize_rows(int type, const void *x, float *y, int64_t nrows, int64_t n_per_row, int simd);
 int  gg_quant_vec_dot(int type, const void *x, const void *y, int64_t n, int simd, float *out);
+/* extra work bytes mul_mat's matrix-matrix path (qgemm.c) takes for ncols
+   columns of k values at nth threads; 0 when that path is not built in */
+size_t gg_qgemm_work_bytes(int type, int64_t k, int64_t ncols, int nth);
+/* 0 turns that path off (to measure what it buys); returns the previous setting */
+int  gg_qgemm_enable(int on);
+/* work bytes of flash_attn_ext (head sizes dk, dv, g q heads per K/V head) */
+size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t g, int nth);
 
 #define GG_OK 0
 #define GG_ERR_NO_KERNEL 1

@@ -134,6 +134,249 @@ static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
     return (size_t)(acc + row + ms + 16);
 }
 
+
+/* ---- the tiled path (AVX-512): many q rows against blocks of K/V rows ----
+ *
+ * A unit is up to GG_FA_R query vectors (a block of q rows x the g heads that
+ * share one K/V head). Per block of GG_FA_BK K/V rows, the block is converted
+ * to f32 once (K transposed, so 16 scores come from one FMA), then for every
+ * query vector: scores S = q.K^T (register-blocked: 4 vectors x 64 columns),
+ * mask, online-softmax update of the running max and sum, and O += P V
+ * (4 vectors x 64 values per pass). Blocks whose mask is -inf for every
+ * vector of the unit (the future of a causal batch) are skipped whole. The
+ * result is the same online softmax as the row-at-a-time path, in f32, with
+ * the max taken per block instead of per column. */
+#if GG_AVX2 && defined(__AVX512F__)
+#define GG_FA_TILED 1
+#else
+#define GG_FA_TILED 0
+#endif
+#define GG_FA_BK 64
+#define GG_FA_R 32
+#define GG_FA_DMAX 256
+#define GG_FA_MIN_NQ 8      /* fewer q rows (decode): the row-at-a-time path */
+
+/* floats of the tiled path's per-thread scratch */
+static size_t gg_fa_tiled_floats(int64_t dk, int64_t dv) {
+    return (size_t)(dk * GG_FA_BK + GG_FA_BK * dv + GG_FA_R * GG_FA_BK + GG_FA_R * dv + GG_FA_R * dk +
+                    2 * GG_FA_R + 64);
+}
+
+static inline bool gg_fa_tiled_ok(int simd, const gg_tensor *q, const gg_tensor *k, const gg_tensor *v) {
+    const int64_t dk = k->ne[0], dv = v->ne[0];
+    const int64_t rk2 = q->ne[2] / k->ne[2], rv2 = q->ne[2] / v->ne[2];
+    return GG_FA_TILED && simd && q->ne[1] >= GG_FA_MIN_NQ && dk % 16 == 0 && dv % 16 == 0 &&
+           dk <= GG_FA_DMAX && dv <= GG_FA_DMAX && rk2 == rv2 && rk2 <= GG_FA_R &&
+           k->ne[3] == q->ne[3] && v->ne[3] == q->ne[3];
+}
+
+size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t g, int nth) {
+    size_t floats = gg_fa_stride(dk, dv, g);
+    if (GG_FA_TILED) floats = GG_MAX(floats, gg_fa_tiled_floats(dk, dv));
+    return (size_t)nth * floats * sizeof(float);
+}
+
+#if GG_FA_TILED
+#define GG_FA_INLINE static inline __attribute__((always_inline))
+
+/* n values of a K/V row of `type` as f32 (n a multiple of 16) */
+GG_FA_INLINE void gg_fa_row_f32(int type, const void *row, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 x;
+        if (type == GG_TYPE_F16) {
+            x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+        } else if (type == GG_TYPE_BF16) {
+            const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+            x = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+        } else {
+            x = _mm512_loadu_ps((const float *)row + i);
+        }
+        _mm512_storeu_ps(out + i, x);
+    }
+}
+
+GG_FA_INLINE __m512 gg_fa_exp16(__m512 x) {
+    const __m256 lo = gg_v_expf(_mm512_castps512_ps256(x));
+    const __m256 hi = gg_v_expf(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    return _mm512_insertf32x4(_mm512_insertf32x4(_mm512_castps256_ps512(lo), _mm256_extractf128_ps(hi, 0), 2),
+                              _mm256_extractf128_ps(hi, 1), 3);
+}
+
+/* S[r][0..64) = qs[r] . kt[:, 0..64) for NR (<= 4) vectors */
+GG_FA_INLINE void gg_fa_scores(const int NR, const float *qs, int64_t dk, const float *kt, float *S) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < dk; d++) {
+        const float *kd = kt + d * GG_FA_BK;
+        const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
+        const __m512 k2 = _mm512_loadu_ps(kd + 32), k3 = _mm512_loadu_ps(kd + 48);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const __m512 qv = _mm512_set1_ps(qs[r * dk + d]);
+            acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(S + r * GG_FA_BK + 16 * c, acc[r][c]);
+}
+
+/* O[r][j0..j0+64) += sum_c P[r][c] * vf[c][j0..j0+64) for NR vectors, c < bk */
+GG_FA_INLINE void gg_fa_pv(const int NR, const float *P, const float *vf, int64_t dv, int64_t bk,
+                           float *O, int64_t j0, int64_t nj) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) acc[r][c] = c < nj ? _mm512_loadu_ps(O + r * dv + j0 + 16 * c) : _mm512_setzero_ps();
+    for (int64_t c = 0; c < bk; c++) {
+        const float *vc = vf + c * dv + j0;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int x = 0; x < 4; x++) vv[x] = x < nj ? _mm512_loadu_ps(vc + 16 * x) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++) {
+            const __m512 pv = _mm512_set1_ps(P[r * GG_FA_BK + c]);
+#pragma GCC unroll 4
+            for (int x = 0; x < 4; x++) if (x < nj) acc[r][x] = _mm512_fmadd_ps(pv, vv[x], acc[r][x]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) if (c < nj) _mm512_storeu_ps(O + r * dv + j0 + 16 * c, acc[r][c]);
+}
+
+static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float softcap, float max_bias) {
+    const gg_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2], *mask = dst->src[3];
+    const int64_t DK = k->ne[0], DV = v->ne[0];
+    const int64_t n_q = q->ne[1], n_head = q->ne[2], n_kv = k->ne[1], ne3 = q->ne[3];
+    const int64_t g = n_head / k->ne[2];
+    const int64_t bq = GG_MAX(1, GG_FA_R / g);                 /* q rows per unit */
+    const int64_t nqb = (n_q + bq - 1) / bq;
+    const int64_t n_units = nqb * (n_head / g) * ne3;
+
+    const uint32_t n_head_log2 = 1u << (uint32_t)floor(log2((double)n_head));
+    const float m0 = powf(2.0f, -(max_bias) / (float)n_head_log2);
+    const float m1 = powf(2.0f, -(max_bias / 2.0f) / (float)n_head_log2);
+
+    float *kt = (float *)p->wdata + (size_t)p->ith * gg_fa_tiled_floats(DK, DV);
+    float *vf = kt + DK * GG_FA_BK;
+    float *S = vf + GG_FA_BK * DV;
+    float *O = S + GG_FA_R * GG_FA_BK;
+    float *qs = O + GG_FA_R * DV;
+    float *Mx = qs + GG_FA_R * DK, *L = Mx + GG_FA_R;
+
+    const float *pq[GG_FA_R];
+    const uint16_t *mp[GG_FA_R];
+    float slope[GG_FA_R];
+    int64_t rq1[GG_FA_R], rq2[GG_FA_R];
+
+    for (int64_t iu = p->ith; iu < n_units; iu += p->nth) {
+        const int64_t iqb = iu % nqb, ikv = (iu / nqb) % (n_head / g), iq3 = iu / (nqb * (n_head / g));
+        const int64_t q0 = iqb * bq, nqr = GG_MIN(bq, n_q - q0);
+        const int64_t R = nqr * g;
+        for (int64_t r = 0; r < R; r++) {
+            const int64_t iq1 = q0 + r / g, iq2 = ikv * g + r % g;
+            const uint32_t h = (uint32_t)iq2;
+            rq1[r] = iq1;
+            rq2[r] = iq2;
+            slope[r] = max_bias > 0.0f
+                ? (h < n_head_log2 ? powf(m0, (float)(h + 1)) : powf(m1, (float)(2 * (h - n_head_log2) + 1)))
+                : 1.0f;
+            mp[r] = mask ? (const uint16_t *)((const char *)mask->data + iq1 * mask->nb[1] +
+                                              (iq2 % mask->ne[2]) * mask->nb[2] + (iq3 % mask->ne[3]) * mask->nb[3])
+                         : NULL;
+            pq[r] = (const float *)((const char *)q->data + iq1 * q->nb[1] + iq2 * q->nb[2] + iq3 * q->nb[3]);
+            for (int64_t d = 0; d < DK; d++) qs[r * DK + d] = pq[r][d] * scale;
+            memset(O + r * DV, 0, (size_t)DV * sizeof(float));
+            Mx[r] = -INFINITY;
+            L[r] = 0.0f;
+        }
+        const char *kbase = (const char *)k->data + ikv * k->nb[2] + iq3 * k->nb[3];
+        const char *vbase = (const char *)v->data + ikv * v->nb[2] + iq3 * v->nb[3];
+
+        for (int64_t kb = 0; kb < n_kv; kb += GG_FA_BK) {
+            const int64_t bk = GG_MIN(GG_FA_BK, n_kv - kb);
+            /* skip a block every vector of the unit has masked out */
+            if (mask) {
+                bool any = false;
+                for (int64_t r = 0; r < R && !any; r++) {
+                    for (int64_t c = 0; c < bk; c++) {
+                        if (mp[r][kb + c] != 0xFC00) { any = true; break; }     /* f16 -inf */
+                    }
+                }
+                if (!any) continue;
+            }
+            for (int64_t c = 0; c < bk; c++) {
+                float row[GG_FA_DMAX];
+                gg_fa_row_f32(k->type, kbase + (kb + c) * k->nb[1], row, DK);
+                for (int64_t d = 0; d < DK; d++) kt[d * GG_FA_BK + c] = row[d];
+                gg_fa_row_f32(v->type, vbase + (kb + c) * v->nb[1], vf + c * DV, DV);
+            }
+            for (int64_t c = bk; c < GG_FA_BK; c++) {
+                for (int64_t d = 0; d < DK; d++) kt[d * GG_FA_BK + c] = 0.0f;
+            }
+            int64_t r = 0;
+            for (; r + 4 <= R; r += 4) gg_fa_scores(4, qs + r * DK, DK, kt, S + r * GG_FA_BK);
+            for (; r < R; r++) gg_fa_scores(1, qs + r * DK, DK, kt, S + r * GG_FA_BK);
+
+            for (r = 0; r < R; r++) {
+                float *sr = S + r * GG_FA_BK;
+                if (softcap != 0.0f) {
+                    for (int64_t c = 0; c < bk; c++) sr[c] = softcap * tanhf(sr[c]);
+                }
+                float mx = -INFINITY;
+                for (int64_t c = 0; c < GG_FA_BK; c++) {
+                    float x = -INFINITY;
+                    if (c < bk) x = mp[r] ? sr[c] + slope[r] * gg_fp16_to_fp32(mp[r][kb + c]) : sr[c];
+                    sr[c] = x;
+                    mx = x > mx ? x : mx;
+                }
+                if (mx == -INFINITY) {                  /* nothing of this block for this vector */
+                    memset(sr, 0, GG_FA_BK * sizeof(float));
+                    continue;
+                }
+                const float m_new = mx > Mx[r] ? mx : Mx[r];
+                const float alpha = expf(Mx[r] - m_new);    /* 0 when Mx was -inf */
+                __m512 sum = _mm512_setzero_ps();
+                const __m512 mv = _mm512_set1_ps(m_new);
+                for (int c = 0; c < GG_FA_BK; c += 16) {
+                    const __m512 e = gg_fa_exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + c), mv));
+                    _mm512_storeu_ps(sr + c, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                L[r] = L[r] * alpha + _mm512_reduce_add_ps(sum);
+                Mx[r] = m_new;
+                if (alpha != 1.0f) {
+                    const __m512 av = _mm512_set1_ps(alpha);
+                    for (int64_t j = 0; j < DV; j += 16) {
+                        _mm512_storeu_ps(O + r * DV + j, _mm512_mul_ps(_mm512_loadu_ps(O + r * DV + j), av));
+                    }
+                }
+            }
+            for (int64_t j0 = 0; j0 < DV; j0 += 64) {
+                const int64_t nj = GG_MIN(4, (DV - j0) / 16);
+                for (r = 0; r + 4 <= R; r += 4) gg_fa_pv(4, S + r * GG_FA_BK, vf, DV, bk, O + r * DV, j0, nj);
+                for (; r < R; r++) gg_fa_pv(1, S + r * GG_FA_BK, vf, DV, bk, O + r * DV, j0, nj);
+            }
+        }
+        for (int64_t r = 0; r < R; r++) {
+            const float inv = L[r] == 0.0f ? 0.0f : 1.0f / L[r];
+            float *y = (float *)((char *)dst->data + rq2[r] * dst->nb[1] + rq1[r] * dst->nb[2] + iq3 * dst->nb[3]);
+            for (int64_t d = 0; d < DV; d++) y[d] = O[r * DV + d] * inv;
+        }
+    }
+}
+#endif
+
 void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *q = dst->src[0];
     const gg_tensor *k = dst->src[1];
@@ -168,6 +411,13 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     float scale = pp->scale;
     const float max_bias = pp->max_bias, softcap = pp->logit_softcap;
     if (softcap != 0.0f) scale /= softcap;
+#if GG_FA_TILED
+    if (gg_fa_tiled_ok(p->use_simd, q, k, v) &&
+        p->wsize >= (size_t)p->nth * gg_fa_tiled_floats(DK, DV) * sizeof(float)) {
+        gg_fa_tiled(p, dst, scale, softcap, max_bias);
+        return;
+    }
+#endif
 
     /* ALiBi slopes: heads below the largest power of two <= n_head use m0, the rest m1 */
     const uint32_t n_head_log2 = 1u << (uint32_t)floor(log2((double)n_head));

@@ -28,6 +28,7 @@
 
 #include "ggraph_impl.h"
 #include "quants.h"
+#include "qgemm.h"
 #include "vec.h"
 #include "ops_matmul.h"
 
@@ -418,6 +419,81 @@ static void gg_mm_chunk(const gg_mm_plan *pl, int64_t chunk) {
     }
 }
 
+/* many columns of a block type: unpacked weight tiles times 8-bit columns
+ * (qgemm.c). Phase 1 quantizes b's columns to vec_dot_type, as the dot
+ * path does, and transcodes them into the work buffer. Phase 2
+ * hands out chunks of up to GG_QGEMM_GROUP row tiles x a block of columns of
+ * one plane: the chunk's tiles are unpacked once and stay in L2 while each
+ * group of 8 columns (in L1) passes over all of them, so a column is read
+ * from memory once per group of tiles, not once per tile; k is cut into
+ * passes of GG_QGEMM_KC so the tiles' slice and the columns fit L1. */
+static void gg_mm_qgemm(const gg_params *p, const gg_mm_traits *tt, const gg_tensor *src0, const gg_tensor *src1,
+                        gg_tensor *dst) {
+    GG_TENSOR_BINARY_LOCALS
+    const gg_quant_traits *q = gg_quant_traits_of(src0->type);
+    const int64_t K = ne00, ncols = ne11 * ne12 * ne13;
+    const size_t col_bytes = gg_qgemm_col_bytes(K), tile_bytes = gg_qgemm_tile_bytes(K, q->gemm_sub);
+    atomic_llong *next_chunk = (atomic_llong *)p->wdata;
+    char *cols = (char *)p->wdata + GG_MM_CACHE_LINE;
+    char *tiles = cols + (size_t)ncols * col_bytes + (size_t)p->ith * GG_QGEMM_GROUP * tile_bytes;
+
+    int64_t c0, c1;
+    gg_row_range(p, ncols, &c0, &c1);
+    for (int64_t c = c0; c < c1; c++) {
+        const int64_t i11 = c % ne11, i12 = (c / ne11) % ne12, i13 = c / (ne11 * ne12);
+        const char *src = (const char *)src1->data + i11 * nb11 + i12 * nb12 + i13 * nb13;
+        /* the tiles are not in use yet: 16 * K bytes hold K floats and a row of blocks */
+        float *tmp = (float *)tiles;
+        char *blocks = tiles + K * sizeof(float);
+        const float *x = (const float *)src;
+        if (src1->type != GG_TYPE_F32 || nb10 != sizeof(float)) {
+            for (int64_t k = 0; k < K; k++) tmp[k] = gg_get_f32(src + k * nb10, src1->type, 0);
+            x = tmp;
+        }
+        tt->from_f32(1, x, blocks, K);
+        gg_qgemm_from_blocks(tt->vec_dot_type, blocks, K, cols + c * col_bytes);
+    }
+    if (p->ith == 0) atomic_store_explicit(next_chunk, p->nth, memory_order_relaxed);
+    gg_barrier(p);
+
+    /* as many tiles per chunk as keep 4 chunks per thread; split the columns
+     * when even single tiles are too few */
+    const int64_t nplanes = ne12 * ne13, ntiles = (ne01 + GG_QGEMM_ROWS - 1) / GG_QGEMM_ROWS;
+    const int64_t want = 4 * p->nth;
+    const int64_t group = GG_MAX(1, GG_MIN(GG_QGEMM_GROUP, ntiles * nplanes / want));
+    const int64_t ngroups = (ntiles + group - 1) / group;
+    int64_t ncb = 1;
+    while (ngroups * nplanes * ncb < want && ne11 / (ncb * 2) >= 32) ncb *= 2;
+    const int64_t cb = (ne11 + ncb - 1) / ncb;
+    const int64_t nchunks = ngroups * ncb * nplanes, r2 = ne12 / ne02, r3 = ne13 / ne03;
+    const int64_t ldc = (int64_t)(nb1 / sizeof(float));
+    for (int64_t chunk = p->ith; chunk < nchunks;
+         chunk = atomic_fetch_add_explicit(next_chunk, 1, memory_order_relaxed)) {
+        const int64_t ig = chunk % ngroups, jb = (chunk / ngroups) % ncb, plane = chunk / (ngroups * ncb);
+        const int64_t i12 = plane % ne12, i13 = plane / ne12;
+        const int64_t m0 = ig * group * GG_QGEMM_ROWS, m1 = GG_MIN(ne01, m0 + group * GG_QGEMM_ROWS);
+        const int64_t n0 = jb * cb, n1 = GG_MIN(ne11, n0 + cb);
+        const char *a = (const char *)src0->data + (i12 / r2) * nb02 + (i13 / r3) * nb03;
+        for (int64_t m = m0; m < m1; m += GG_QGEMM_ROWS) {
+            gg_qgemm_unpack_tile(q, a + m * nb01, nb01, GG_MIN(GG_QGEMM_ROWS, m1 - m), K,
+                                 tiles + (m - m0) / GG_QGEMM_ROWS * tile_bytes);
+        }
+        const char *b = cols + (size_t)(plane * ne11) * col_bytes;
+        float *c = (float *)((char *)dst->data + i12 * nb2 + i13 * nb3);
+        for (int64_t k0 = 0; k0 < K; k0 += GG_QGEMM_KC) {
+            const int64_t k1 = GG_MIN(K, k0 + GG_QGEMM_KC);
+            for (int64_t n = n0; n < n1; n += 8) {
+                const int64_t nc = GG_MIN(8, n1 - n);
+                for (int64_t m = m0; m < m1; m += GG_QGEMM_ROWS) {
+                    gg_qgemm_tile_cols(tiles + (m - m0) / GG_QGEMM_ROWS * tile_bytes, q->gemm_sub,
+                                       GG_MIN(GG_QGEMM_ROWS, m1 - m), K, k0, k1, b + n * col_bytes, col_bytes,
+                                       nc, c + n * ldc + m, ldc);
+                }
+            }
+        }
+    }
+}
+
 void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *src0 = dst->src[0], *src1 = dst->src[1];
     GG_TENSOR_BINARY_LOCALS
@@ -432,6 +508,13 @@ void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
         ne1 != ne11 || ne2 != ne12 || ne3 != ne13 || ne12 % ne02 != 0 || ne13 % ne03 != 0 ||
         ne10 % tt->vd_blck_size != 0) {
         gg_fail(p, GG_ERR_BAD_INPUT);
+        return;
+    }
+    /* every thread decides alike (the work size is the node's), so the barriers match */
+    if (gg_qgemm_usable(src0->type, ne11, p->use_simd) && ne10 % 32 == 0 && nb1 % sizeof(float) == 0 &&
+        p->wdata != NULL &&
+        p->wsize >= GG_MM_CACHE_LINE + gg_qgemm_work_bytes(src0->type, ne10, ne11 * ne12 * ne13, p->nth)) {
+        gg_mm_qgemm(p, tt, src0, src1, dst);
         return;
     }
     const size_t row_size = (size_t)(ne10 / tt->vd_blck_size) * tt->vd_type_size;

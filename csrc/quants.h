@@ -56,6 +56,13 @@ _Static_assert(sizeof(gg_block_q8_K) == 292, "q8_K block");
 typedef void  (*gg_to_float_fn)(int simd, const void *x, float *y, int64_t n);
 typedef void  (*gg_from_float_fn)(int simd, const float *x, void *y, int64_t n);
 typedef float (*gg_vec_dot_fn)(int simd, int64_t n, const void *x, const void *y);
+/* a row of n values as unsigned 8-bit quants with one scale and one offset per
+ * sub-block of gemm_sub values: x[i] = s[i / sub] * u[i] + m[i / sub], the
+ * values to_float gives. u[i] goes to u[(i / 4) * ustride + i % 4] and the
+ * scale of sub-block j to s[j * sstride] (m likewise), so a caller can write
+ * rows straight into an interleaved tile (qgemm.c). */
+typedef void  (*gg_unpack_fn)(const void *x, uint8_t *u, size_t ustride, float *s, float *m, size_t sstride,
+                              int64_t n);
 
 typedef struct {
     int              type;
@@ -65,7 +72,14 @@ typedef struct {
     gg_from_float_fn from_float;    /* quantize a row: ggml's reference rounding on both paths */
     int              vec_dot_type;  /* -1 for activation-only types (Q8_1, Q8_K) */
     gg_vec_dot_fn    vec_dot;       /* sum_i x[i] * y[i], x of this type, y of vec_dot_type */
+    int              gemm_sub;      /* sub-block of unpack: 16 or 32 (0: no unpack) */
+    gg_unpack_fn     unpack;        /* for the matrix-matrix kernels; NULL for activation types */
 } gg_quant_traits;
+
+/* where unpack puts quant i of a row (see gg_unpack_fn) */
+static inline void gg_put_u(uint8_t *u, size_t ustride, int64_t i, int v) {
+    u[(size_t)(i >> 2) * ustride + (size_t)(i & 3)] = (uint8_t)v;
+}
 
 /* the traits of a block type, or NULL for plain or unknown types */
 const gg_quant_traits *gg_quant_traits_of(int type);

@@ -895,18 +895,87 @@ static float gg_vec_dot_q6_K_q8_K(int simd, int64_t n, const void *vx, const voi
     return sum;
 }
 
+/* ---- unpack (quants.h): the same quants and products as dequantize ---- */
+
+static void gg_unpack_q2_K(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) {
+    const gg_block_q2_K *x = (const gg_block_q2_K *)vx;
+    uint8_t q[GG_QK_K];
+    for (int64_t b = 0; b < n / GG_QK_K; b++) {
+        const float d = gg_fp16_to_fp32(x[b].d), dmin = gg_fp16_to_fp32(x[b].dmin);
+        gg_q2k_quants(&x[b], q);
+        for (int g = 0; g < 16; g++) {
+            s[(16 * b + g) * (int64_t)ss] = d * (float)(x[b].scales[g] & 0xf);
+            m[(16 * b + g) * (int64_t)ss] = -(dmin * (float)(x[b].scales[g] >> 4));
+        }
+        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l]);
+    }
+}
+
+static void gg_unpack_q3_K(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) {
+    const gg_block_q3_K *x = (const gg_block_q3_K *)vx;
+    int8_t q[GG_QK_K];
+    uint8_t sc[16];
+    for (int64_t b = 0; b < n / GG_QK_K; b++) {
+        const float d = gg_fp16_to_fp32(x[b].d);
+        gg_q3k_quants(&x[b], q);
+        gg_q3k_unpack(x[b].scales, sc);
+        for (int g = 0; g < 16; g++) {
+            const float dl = d * (float)((int)sc[g] - 32);
+            s[(16 * b + g) * (int64_t)ss] = dl;
+            m[(16 * b + g) * (int64_t)ss] = -4.0f * dl;
+        }
+        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l] + 4);
+    }
+}
+
+/* Q4_K and Q5_K differ only in how the quants are stored */
+#define GG_UNPACK_K4(T, BT)                                                                        \
+static void gg_unpack_##T(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) { \
+    const BT *x = (const BT *)vx;                                                                  \
+    uint8_t q[GG_QK_K], sc[8], mn[8];                                                              \
+    for (int64_t b = 0; b < n / GG_QK_K; b++) {                                                    \
+        const float d = gg_fp16_to_fp32(x[b].d), dmin = gg_fp16_to_fp32(x[b].dmin);               \
+        gg_##T##_quants_of(&x[b], q);                                                              \
+        gg_k4_unpack(x[b].scales, sc, mn);                                                         \
+        for (int j = 0; j < 8; j++) {                                                              \
+            s[(8 * b + j) * (int64_t)ss] = d * (float)sc[j];                                       \
+            m[(8 * b + j) * (int64_t)ss] = -(dmin * (float)mn[j]);                                 \
+        }                                                                                          \
+        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l]);                 \
+    }                                                                                              \
+}
+#define gg_q4_K_quants_of gg_q4k_quants
+#define gg_q5_K_quants_of gg_q5k_quants
+GG_UNPACK_K4(q4_K, gg_block_q4_K)
+GG_UNPACK_K4(q5_K, gg_block_q5_K)
+
+static void gg_unpack_q6_K(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) {
+    const gg_block_q6_K *x = (const gg_block_q6_K *)vx;
+    int8_t q[GG_QK_K];
+    for (int64_t b = 0; b < n / GG_QK_K; b++) {
+        const float d = gg_fp16_to_fp32(x[b].d);
+        gg_q6k_quants(&x[b], q);
+        for (int g = 0; g < 16; g++) {
+            const float dl = d * (float)x[b].scales[g];
+            s[(16 * b + g) * (int64_t)ss] = dl;
+            m[(16 * b + g) * (int64_t)ss] = -32.0f * dl;
+        }
+        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l] + 32);
+    }
+}
+
 const gg_quant_traits gg_quant_traits_k[] = {
     { GG_TYPE_Q2_K, GG_QK_K, sizeof(gg_block_q2_K), gg_dequantize_row_q2_K, gg_quantize_row_q2_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q2_K_q8_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q2_K_q8_K, 16, gg_unpack_q2_K },
     { GG_TYPE_Q3_K, GG_QK_K, sizeof(gg_block_q3_K), gg_dequantize_row_q3_K, gg_quantize_row_q3_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q3_K_q8_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q3_K_q8_K, 16, gg_unpack_q3_K },
     { GG_TYPE_Q4_K, GG_QK_K, sizeof(gg_block_q4_K), gg_dequantize_row_q4_K, gg_quantize_row_q4_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q4_K_q8_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q4_K_q8_K, 32, gg_unpack_q4_K },
     { GG_TYPE_Q5_K, GG_QK_K, sizeof(gg_block_q5_K), gg_dequantize_row_q5_K, gg_quantize_row_q5_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q5_K_q8_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q5_K_q8_K, 32, gg_unpack_q5_K },
     { GG_TYPE_Q6_K, GG_QK_K, sizeof(gg_block_q6_K), gg_dequantize_row_q6_K, gg_quantize_row_q6_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q6_K_q8_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q6_K_q8_K, 16, gg_unpack_q6_K },
     { GG_TYPE_Q8_K, GG_QK_K, sizeof(gg_block_q8_K), gg_dequantize_row_q8_K, gg_quantize_row_q8_K,
-      -1, NULL },
-    { -1, 0, 0, NULL, NULL, -1, NULL },
+      -1, NULL, 0, NULL },
+    { -1, 0, 0, NULL, NULL, -1, NULL, 0, NULL },
 };

@@ -35,8 +35,12 @@ def _mask_values(rng, kind, ne33, ne32, n_q_m, n_kv_m, n_q, n_kv):
     return m
 
 
-@given(d=st.one_of(st.integers(1, 24), st.sampled_from([40, 64])), dv_same=st.booleans(),
-       dv=st.integers(1, 20), n_q=st.integers(1, 9), n_kv=st.one_of(st.integers(1, 20), st.integers(200, 300)),
+# head sizes that are multiples of 16 with 8 or more q rows take the tiled path
+# (blocks of 64 K/V rows, ops_attention.c); the others the row-at-a-time path
+@given(d=st.one_of(st.integers(1, 24), st.sampled_from([16, 40, 64, 80])), dv_same=st.booleans(),
+       dv=st.one_of(st.integers(1, 20), st.sampled_from([16, 48, 96])),
+       n_q=st.one_of(st.integers(1, 9), st.integers(8, 40)),
+       n_kv=st.one_of(st.integers(1, 20), st.integers(60, 70), st.integers(200, 300)),
        n_head_kv=st.integers(1, 3), group=st.integers(1, 3), ne3=st.integers(1, 2),
        k_type=types((gg.F32, gg.F16, gg.BF16)), v_type=types((gg.F32, gg.F16, gg.BF16)),
        q_layout=layouts(ROW_LAYOUTS), kv_layout=layouts(ROW_LAYOUTS),
@@ -85,7 +89,7 @@ def _numpy_attention(q, k, v, mask, scale, max_bias=0.0):
 
 
 @pytest.mark.parametrize("d", [64, 40])
-@pytest.mark.parametrize("n_q", [1, 7])
+@pytest.mark.parametrize("n_q", [1, 7, 40])
 @pytest.mark.parametrize("max_bias", [0.0, 8.0])
 def test_gqa_causal_over_f16_cache_views(d, n_q, max_bias):
     """n_head 6 over n_head_kv 2, K/V views of a bigger F16 cache, permuted q as llama.cpp builds it."""

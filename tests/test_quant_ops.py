@@ -68,6 +68,8 @@ def run_paths(outputs, check):
 #   - a tie rounded differently by a SIMD quantizer of src1: one quantum
 #     d_b = max|b| / 127 on one element, ~1e-3 of E at K = 32.
 # 2^-9 (~2e-3) of E covers all three; 1e-5 absolute for outputs near E = 0.
+# The unpacked-tile path (csrc/qgemm.c, >= 16 columns with SIMD) multiplies the
+# same quantized activations: exact int32 sums per sub-block, f32 scales and sums.
 MM_REL = 2.0 ** -9
 
 
@@ -118,6 +120,8 @@ def test_mul_mat_broadcast_f16_and_layouts(t):
     need_mul_mat(t)
     K = 2 * t.blck_size
     mm_case(t, 6, 3, K, ne2=(2, 4), ne3=(1, 3), seed=1)
+    # enough columns for the unpacked-tile path (csrc/qgemm.c): converted b, planes, partial tiles
+    mm_case(t, 21, 17, K, ne2=(2, 4), ne3=(1, 1), b_type=gg.F16, b_layout="transposed", seed=2)
     mm_case(t, 9, 5, K, ne2=(1, 2), ne3=(2, 2), b_type=gg.F16, seed=2)
     mm_case(t, 7, 4, K, ne2=(2, 2), a_layout="gapped", b_layout="transposed", seed=3)
     mm_case(t, 5, 8, K, ne2=(3, 3), ne3=(2, 2), a_layout="permuted", b_layout="permuted", seed=4)

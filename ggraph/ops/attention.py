@@ -35,12 +35,11 @@ PREC_F32 = 10
 
 
 def _fa_work(node, n_threads: int) -> int:
+    from ..backend.ffi import lib
     q, k, v = node.src[0], node.src[1], node.src[2]
-    dk, dv, g = k.ne[0], v.ne[0], q.ne[2] // k.ne[2]
-    # per thread, in floats (ops_attention.c gg_fa_stride): accumulators of the g q heads
-    # that share a K head, one converted K/V row, and g running maxima and sums
-    stride = g * ((dv + 15) // 16 * 16) + (max(dk, dv) + 15) // 16 * 16 + (2 * g + 15) // 16 * 16 + 16
-    return n_threads * stride * 4
+    # per thread (ops_attention.c): the row-at-a-time path's accumulators of the g q heads
+    # that share a K head, or the tiled path's converted K/V block, scores and outputs
+    return int(lib.gg_fa_work_bytes(k.ne[0], v.ne[0], q.ne[2] // k.ne[2], n_threads))
 
 
 FLASH_ATTN_EXT = defop("flash_attn_ext", params="gg_flash_attn_ext_params", work_size=_fa_work)

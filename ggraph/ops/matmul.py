@@ -17,6 +17,9 @@
                      Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for the K types) and each output is
                      the type's vec_dot of a row of a with a column of converted b. a's rows
                      are whole blocks (nb[0] == bytes per block); b must not be quantized.
+                     With 16 or more columns (prefill) and AVX-512 VNNI built in, the same
+                     quantized b is multiplied by unpacked tiles of a instead (csrc/qgemm.c):
+                     the same products, summed in another order.
 
     out_prod(a, b)   a: ne [n, m, ne02, ne03], b: ne [p, m, ne12, ne13]
                      -> F32 ne [n, p, ne12, ne13],  dst[i, j] = sum_k a[i, k] * b[j, k]
@@ -59,6 +62,12 @@ def _mul_mat_work_size(node: Tensor, n_threads: int) -> int:
     if _mul_mat_converts_b(a, b):
         ncols = b.ne[1] * b.ne[2] * b.ne[3]
         size += ncols * row_size(VEC_DOT_TYPE[a.type], b.ne[0]) + CACHE_LINE
+    if a.type.blck_size > 1:
+        # many columns of a block type may take the unpacked-tile path (csrc/qgemm.c),
+        # which needs room for 8-bit columns and a tile per thread (0 when not built in)
+        from ..backend.ffi import lib
+        qgemm = lib.gg_qgemm_work_bytes(a.type.id, b.ne[0], b.ne[1] * b.ne[2] * b.ne[3], n_threads)
+        size = max(size, CACHE_LINE + qgemm)
     return size
 
 
