@@ -138,28 +138,30 @@ static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
 /* ---- the tiled path (AVX-512): many q rows against blocks of K/V rows ----
  *
  * A unit is up to GG_FA_R query vectors (a block of q rows x the g heads that
- * share one K/V head). Per block of GG_FA_BK K/V rows, the block is converted
- * to f32 once (K transposed, so 16 scores come from one FMA), then for every
- * query vector: scores S = q.K^T (register-blocked: 4 vectors x 64 columns),
- * mask, online-softmax update of the running max and sum, and O += P V
- * (4 vectors x 64 values per pass). Blocks whose mask is -inf for every
- * vector of the unit (the future of a causal batch) are skipped whole. The
- * result is the same online softmax as the row-at-a-time path, in f32, with
- * the max taken per block instead of per column. */
+ * share one K/V head), kept transposed (qt[d][r]: 16 vectors per zmm). Per
+ * block of GG_FA_BK K/V rows, converted to f32 once for the unit:
+ *   scores  St[c][r] = k_c . q_r         4 K rows x 64 vectors per pass, k_c[d]
+ *                                         broadcast against qt[d][...]
+ *   mask, then per vector (lanes): the block's max, the online-softmax
+ *   rescale of the running sum and output, P = exp(St - max)
+ *   O[r] += sum_c P[c][r] v_c             4 vectors x 64 values per pass
+ * Blocks that every vector of the unit has masked out (the future of a causal
+ * batch) are skipped. The same online softmax as the row-at-a-time path, in
+ * f32, with the max taken per block instead of per column. */
 #if GG_AVX2 && defined(__AVX512F__)
 #define GG_FA_TILED 1
 #else
 #define GG_FA_TILED 0
 #endif
 #define GG_FA_BK 64
-#define GG_FA_R 32
+#define GG_FA_R 64          /* query vectors per unit: 4 zmm of lanes */
 #define GG_FA_DMAX 256
 #define GG_FA_MIN_NQ 8      /* fewer q rows (decode): the row-at-a-time path */
 
 /* floats of the tiled path's per-thread scratch */
 static size_t gg_fa_tiled_floats(int64_t dk, int64_t dv) {
-    return (size_t)(dk * GG_FA_BK + GG_FA_BK * dv + GG_FA_R * GG_FA_BK + GG_FA_R * dv + GG_FA_R * dk +
-                    2 * GG_FA_R + 64);
+    return (size_t)(GG_FA_BK * dk + GG_FA_BK * dv + GG_FA_BK * GG_FA_R + GG_FA_R * dv + dk * GG_FA_R +
+                    4 * GG_FA_R + 64);
 }
 
 static inline bool gg_fa_tiled_ok(int simd, const gg_tensor *q, const gg_tensor *k, const gg_tensor *v) {
@@ -198,61 +200,76 @@ GG_FA_INLINE void gg_fa_row_f32(int type, const void *row, float *out, int64_t n
 GG_FA_INLINE __m512 gg_fa_exp16(__m512 x) {
     const __m256 lo = gg_v_expf(_mm512_castps512_ps256(x));
     const __m256 hi = gg_v_expf(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-    return _mm512_insertf32x4(_mm512_insertf32x4(_mm512_castps256_ps512(lo), _mm256_extractf128_ps(hi, 0), 2),
-                              _mm256_extractf128_ps(hi, 1), 3);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
-/* S[r][0..64) = qs[r] . kt[:, 0..64) for NR (<= 4) vectors */
-GG_FA_INLINE void gg_fa_scores(const int NR, const float *qs, int64_t dk, const float *kt, float *S) {
+/* St[c][0..16 NV) = k_c . qt[:, 0..16 NV) for NC (<= 4) K rows */
+GG_FA_INLINE void gg_fa_scores(const int NC, const int NV, const float *kf, int64_t dk, const float *qt,
+                               float *St) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
+    for (int c = 0; c < NC; c++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+        for (int x = 0; x < NV; x++) acc[c][x] = _mm512_setzero_ps();
     for (int64_t d = 0; d < dk; d++) {
-        const float *kd = kt + d * GG_FA_BK;
-        const __m512 k0 = _mm512_loadu_ps(kd), k1 = _mm512_loadu_ps(kd + 16);
-        const __m512 k2 = _mm512_loadu_ps(kd + 32), k3 = _mm512_loadu_ps(kd + 48);
+        __m512 qv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) {
-            const __m512 qv = _mm512_set1_ps(qs[r * dk + d]);
-            acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
-            acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+        for (int x = 0; x < NV; x++) qv[x] = _mm512_loadu_ps(qt + d * GG_FA_R + 16 * x);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) {
+            const __m512 kv = _mm512_set1_ps(kf[c * dk + d]);
+#pragma GCC unroll 4
+            for (int x = 0; x < NV; x++) acc[c][x] = _mm512_fmadd_ps(kv, qv[x], acc[c][x]);
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < NR; r++)
+    for (int c = 0; c < NC; c++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) _mm512_storeu_ps(S + r * GG_FA_BK + 16 * c, acc[r][c]);
+        for (int x = 0; x < NV; x++) _mm512_storeu_ps(St + c * GG_FA_R + 16 * x, acc[c][x]);
 }
 
-/* O[r][j0..j0+64) += sum_c P[r][c] * vf[c][j0..j0+64) for NR vectors, c < bk */
-GG_FA_INLINE void gg_fa_pv(const int NR, const float *P, const float *vf, int64_t dv, int64_t bk,
-                           float *O, int64_t j0, int64_t nj) {
+/* O[r][j0..j0+16 NJ) += sum_c Pt[c][r] * vf[c][j0..) for NR (<= 4) vectors */
+GG_FA_INLINE void gg_fa_pv(const int NR, const int NJ, const float *Pt, int64_t r0, const float *vf, int64_t dv,
+                           int64_t bk, float *O, int64_t j0) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) acc[r][c] = c < nj ? _mm512_loadu_ps(O + r * dv + j0 + 16 * c) : _mm512_setzero_ps();
+        for (int x = 0; x < NJ; x++) acc[r][x] = _mm512_loadu_ps(O + (r0 + r) * dv + j0 + 16 * x);
     for (int64_t c = 0; c < bk; c++) {
-        const float *vc = vf + c * dv + j0;
         __m512 vv[4];
 #pragma GCC unroll 4
-        for (int x = 0; x < 4; x++) vv[x] = x < nj ? _mm512_loadu_ps(vc + 16 * x) : _mm512_setzero_ps();
+        for (int x = 0; x < NJ; x++) vv[x] = _mm512_loadu_ps(vf + c * dv + j0 + 16 * x);
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) {
-            const __m512 pv = _mm512_set1_ps(P[r * GG_FA_BK + c]);
+            const __m512 pv = _mm512_set1_ps(Pt[c * GG_FA_R + r0 + r]);
 #pragma GCC unroll 4
-            for (int x = 0; x < 4; x++) if (x < nj) acc[r][x] = _mm512_fmadd_ps(pv, vv[x], acc[r][x]);
+            for (int x = 0; x < NJ; x++) acc[r][x] = _mm512_fmadd_ps(pv, vv[x], acc[r][x]);
         }
     }
 #pragma GCC unroll 4
     for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) if (c < nj) _mm512_storeu_ps(O + r * dv + j0 + 16 * c, acc[r][c]);
+        for (int x = 0; x < NJ; x++) _mm512_storeu_ps(O + (r0 + r) * dv + j0 + 16 * x, acc[r][x]);
 }
+
+#define GG_FA_SCORES_NV(NC, nv, ...) do {                                   \
+        switch (nv) {                                                       \
+        case 1: gg_fa_scores(NC, 1, __VA_ARGS__); break;                    \
+        case 2: gg_fa_scores(NC, 2, __VA_ARGS__); break;                    \
+        case 3: gg_fa_scores(NC, 3, __VA_ARGS__); break;                    \
+        default: gg_fa_scores(NC, 4, __VA_ARGS__); break;                   \
+        }                                                                   \
+    } while (0)
+
+#define GG_FA_PV_NJ(NR, nj, ...) do {                                       \
+        switch (nj) {                                                       \
+        case 1: gg_fa_pv(NR, 1, __VA_ARGS__); break;                        \
+        case 2: gg_fa_pv(NR, 2, __VA_ARGS__); break;                        \
+        case 3: gg_fa_pv(NR, 3, __VA_ARGS__); break;                        \
+        default: gg_fa_pv(NR, 4, __VA_ARGS__); break;                       \
+        }                                                                   \
+    } while (0)
 
 static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float softcap, float max_bias) {
     const gg_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2], *mask = dst->src[3];
@@ -267,14 +284,13 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
     const float m0 = powf(2.0f, -(max_bias) / (float)n_head_log2);
     const float m1 = powf(2.0f, -(max_bias / 2.0f) / (float)n_head_log2);
 
-    float *kt = (float *)p->wdata + (size_t)p->ith * gg_fa_tiled_floats(DK, DV);
-    float *vf = kt + DK * GG_FA_BK;
-    float *S = vf + GG_FA_BK * DV;
-    float *O = S + GG_FA_R * GG_FA_BK;
-    float *qs = O + GG_FA_R * DV;
-    float *Mx = qs + GG_FA_R * DK, *L = Mx + GG_FA_R;
+    float *kf = (float *)p->wdata + (size_t)p->ith * gg_fa_tiled_floats(DK, DV);
+    float *vf = kf + GG_FA_BK * DK;
+    float *St = vf + GG_FA_BK * DV;                   /* [BK][R] scores, then P */
+    float *O = St + GG_FA_BK * GG_FA_R;               /* [R][DV] */
+    float *qt = O + GG_FA_R * DV;                     /* [DK][R] */
+    float *Mx = qt + DK * GG_FA_R, *L = Mx + GG_FA_R, *alpha = L + GG_FA_R;
 
-    const float *pq[GG_FA_R];
     const uint16_t *mp[GG_FA_R];
     float slope[GG_FA_R];
     int64_t rq1[GG_FA_R], rq2[GG_FA_R];
@@ -282,8 +298,14 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
     for (int64_t iu = p->ith; iu < n_units; iu += p->nth) {
         const int64_t iqb = iu % nqb, ikv = (iu / nqb) % (n_head / g), iq3 = iu / (nqb * (n_head / g));
         const int64_t q0 = iqb * bq, nqr = GG_MIN(bq, n_q - q0);
-        const int64_t R = nqr * g;
-        for (int64_t r = 0; r < R; r++) {
+        const int64_t R = nqr * g, nv = (R + 15) / 16;
+        for (int64_t r = 0; r < nv * 16; r++) {
+            Mx[r] = -INFINITY;
+            L[r] = 0.0f;
+            if (r >= R) {                                /* lanes past the unit's vectors */
+                for (int64_t d = 0; d < DK; d++) qt[d * GG_FA_R + r] = 0.0f;
+                continue;
+            }
             const int64_t iq1 = q0 + r / g, iq2 = ikv * g + r % g;
             const uint32_t h = (uint32_t)iq2;
             rq1[r] = iq1;
@@ -294,69 +316,78 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
             mp[r] = mask ? (const uint16_t *)((const char *)mask->data + iq1 * mask->nb[1] +
                                               (iq2 % mask->ne[2]) * mask->nb[2] + (iq3 % mask->ne[3]) * mask->nb[3])
                          : NULL;
-            pq[r] = (const float *)((const char *)q->data + iq1 * q->nb[1] + iq2 * q->nb[2] + iq3 * q->nb[3]);
-            for (int64_t d = 0; d < DK; d++) qs[r * DK + d] = pq[r][d] * scale;
+            const float *pq = (const float *)((const char *)q->data + iq1 * q->nb[1] + iq2 * q->nb[2] + iq3 * q->nb[3]);
+            for (int64_t d = 0; d < DK; d++) qt[d * GG_FA_R + r] = pq[d] * scale;
             memset(O + r * DV, 0, (size_t)DV * sizeof(float));
-            Mx[r] = -INFINITY;
-            L[r] = 0.0f;
         }
         const char *kbase = (const char *)k->data + ikv * k->nb[2] + iq3 * k->nb[3];
         const char *vbase = (const char *)v->data + ikv * v->nb[2] + iq3 * v->nb[3];
 
         for (int64_t kb = 0; kb < n_kv; kb += GG_FA_BK) {
             const int64_t bk = GG_MIN(GG_FA_BK, n_kv - kb);
-            /* skip a block every vector of the unit has masked out */
+            /* skip a block every vector of the unit has masked out; note whether the
+             * mask is all zero there (the past of a causal batch: nothing to add) */
+            bool zero_mask = true;
             if (mask) {
                 bool any = false;
-                for (int64_t r = 0; r < R && !any; r++) {
-                    for (int64_t c = 0; c < bk; c++) {
-                        if (mp[r][kb + c] != 0xFC00) { any = true; break; }     /* f16 -inf */
+                const __m256i ninf = _mm256_set1_epi16((short)0xFC00), abs = _mm256_set1_epi16(0x7FFF);
+                for (int64_t r = 0; r < R; r++) {
+                    int64_t c = 0;
+                    for (; c + 16 <= bk; c += 16) {
+                        const __m256i mv = _mm256_loadu_si256((const __m256i *)(mp[r] + kb + c));
+                        any = any || _mm256_movemask_epi8(_mm256_cmpeq_epi16(mv, ninf)) != -1;
+                        zero_mask = zero_mask && _mm256_testz_si256(mv, abs);       /* +-0 only */
                     }
+                    for (; c < bk; c++) {
+                        any = any || mp[r][kb + c] != 0xFC00;                       /* f16 -inf */
+                        zero_mask = zero_mask && (mp[r][kb + c] & 0x7FFF) == 0;
+                    }
+                    if (any && !zero_mask) break;
                 }
                 if (!any) continue;
             }
             for (int64_t c = 0; c < bk; c++) {
-                float row[GG_FA_DMAX];
-                gg_fa_row_f32(k->type, kbase + (kb + c) * k->nb[1], row, DK);
-                for (int64_t d = 0; d < DK; d++) kt[d * GG_FA_BK + c] = row[d];
+                gg_fa_row_f32(k->type, kbase + (kb + c) * k->nb[1], kf + c * DK, DK);
                 gg_fa_row_f32(v->type, vbase + (kb + c) * v->nb[1], vf + c * DV, DV);
             }
-            for (int64_t c = bk; c < GG_FA_BK; c++) {
-                for (int64_t d = 0; d < DK; d++) kt[d * GG_FA_BK + c] = 0.0f;
-            }
-            int64_t r = 0;
-            for (; r + 4 <= R; r += 4) gg_fa_scores(4, qs + r * DK, DK, kt, S + r * GG_FA_BK);
-            for (; r < R; r++) gg_fa_scores(1, qs + r * DK, DK, kt, S + r * GG_FA_BK);
+            int64_t c = 0;
+            for (; c + 4 <= bk; c += 4) GG_FA_SCORES_NV(4, nv, kf + c * DK, DK, qt, St + c * GG_FA_R);
+            for (; c < bk; c++) GG_FA_SCORES_NV(1, nv, kf + c * DK, DK, qt, St + c * GG_FA_R);
 
-            for (r = 0; r < R; r++) {
-                float *sr = S + r * GG_FA_BK;
-                if (softcap != 0.0f) {
-                    for (int64_t c = 0; c < bk; c++) sr[c] = softcap * tanhf(sr[c]);
+            /* softcap and mask, by vector (scalar: only blocks on the diagonal of a
+             * causal batch get here, and they are few) */
+            for (int64_t r = 0; r < R && !(zero_mask && softcap == 0.0f); r++) {
+                for (c = 0; c < bk; c++) {
+                    float x = St[c * GG_FA_R + r];
+                    if (softcap != 0.0f) x = softcap * tanhf(x);
+                    if (mp[r]) x += slope[r] * gg_fp16_to_fp32(mp[r][kb + c]);
+                    St[c * GG_FA_R + r] = x;
                 }
-                float mx = -INFINITY;
-                for (int64_t c = 0; c < GG_FA_BK; c++) {
-                    float x = -INFINITY;
-                    if (c < bk) x = mp[r] ? sr[c] + slope[r] * gg_fp16_to_fp32(mp[r][kb + c]) : sr[c];
-                    sr[c] = x;
-                    mx = x > mx ? x : mx;
-                }
-                if (mx == -INFINITY) {                  /* nothing of this block for this vector */
-                    memset(sr, 0, GG_FA_BK * sizeof(float));
-                    continue;
-                }
-                const float m_new = mx > Mx[r] ? mx : Mx[r];
-                const float alpha = expf(Mx[r] - m_new);    /* 0 when Mx was -inf */
+            }
+            /* the online softmax, 16 vectors per zmm */
+            for (int64_t x = 0; x < nv; x++) {
+                __m512 mx = _mm512_set1_ps(-INFINITY);
+                for (c = 0; c < bk; c++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(St + c * GG_FA_R + 16 * x));
+                const __m512 m_old = _mm512_loadu_ps(Mx + 16 * x);
+                const __m512 m_new = _mm512_max_ps(m_old, mx);
+                /* lanes still at -inf (nothing seen yet) subtract 0: exp(-inf) = 0, no NaN */
+                const __mmask16 live = _mm512_cmp_ps_mask(m_new, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+                const __m512 m_sub = _mm512_maskz_mov_ps(live, m_new);
+                const __m512 a = _mm512_mask_blend_ps(live, _mm512_set1_ps(1.0f),
+                                                      gg_fa_exp16(_mm512_sub_ps(m_old, m_sub)));
                 __m512 sum = _mm512_setzero_ps();
-                const __m512 mv = _mm512_set1_ps(m_new);
-                for (int c = 0; c < GG_FA_BK; c += 16) {
-                    const __m512 e = gg_fa_exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + c), mv));
-                    _mm512_storeu_ps(sr + c, e);
+                for (c = 0; c < bk; c++) {
+                    const __m512 e = gg_fa_exp16(_mm512_sub_ps(_mm512_loadu_ps(St + c * GG_FA_R + 16 * x), m_sub));
+                    _mm512_storeu_ps(St + c * GG_FA_R + 16 * x, e);
                     sum = _mm512_add_ps(sum, e);
                 }
-                L[r] = L[r] * alpha + _mm512_reduce_add_ps(sum);
-                Mx[r] = m_new;
-                if (alpha != 1.0f) {
-                    const __m512 av = _mm512_set1_ps(alpha);
+                _mm512_storeu_ps(L + 16 * x, _mm512_fmadd_ps(_mm512_loadu_ps(L + 16 * x), a, sum));
+                _mm512_storeu_ps(Mx + 16 * x, m_new);
+                _mm512_storeu_ps(alpha + 16 * x, a);
+            }
+            for (int64_t r = 0; r < R; r++) {
+                if (alpha[r] != 1.0f) {
+                    const __m512 av = _mm512_set1_ps(alpha[r]);
                     for (int64_t j = 0; j < DV; j += 16) {
                         _mm512_storeu_ps(O + r * DV + j, _mm512_mul_ps(_mm512_loadu_ps(O + r * DV + j), av));
                     }
@@ -364,8 +395,9 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
             }
             for (int64_t j0 = 0; j0 < DV; j0 += 64) {
                 const int64_t nj = GG_MIN(4, (DV - j0) / 16);
-                for (r = 0; r + 4 <= R; r += 4) gg_fa_pv(4, S + r * GG_FA_BK, vf, DV, bk, O + r * DV, j0, nj);
-                for (; r < R; r++) gg_fa_pv(1, S + r * GG_FA_BK, vf, DV, bk, O + r * DV, j0, nj);
+                int64_t r = 0;
+                for (; r + 4 <= R; r += 4) GG_FA_PV_NJ(4, nj, St, r, vf, DV, bk, O, j0);
+                for (; r < R; r++) GG_FA_PV_NJ(1, nj, St, r, vf, DV, bk, O, j0);
             }
         }
         for (int64_t r = 0; r < R; r++) {
