@@ -43,13 +43,17 @@ static int gg_qgemm_has(int type) {
     return GG_QGEMM && q != NULL && q->unpack != NULL && (q->gemm_sub == 16 || q->gemm_sub == 32);
 }
 
+static int64_t gg_qgemm_min_n(int type) {
+    return gg_quant_traits_of(type)->gemm_sub == 16 ? GG_QGEMM_MIN_N_SUB16 : GG_QGEMM_MIN_N;
+}
+
 int gg_qgemm_usable(int type, int64_t n, int simd) {
-    return simd && n >= GG_QGEMM_MIN_N && atomic_load(&gg_qgemm_on) && gg_qgemm_has(type);
+    return simd && atomic_load(&gg_qgemm_on) && gg_qgemm_has(type) && n >= gg_qgemm_min_n(type);
 }
 
 /* independent of the switch above: a graph planned with the path off still has room for it */
 size_t gg_qgemm_work_bytes(int type, int64_t k, int64_t ncols, int nth) {
-    if (!gg_qgemm_has(type) || ncols < GG_QGEMM_MIN_N || k % 32 != 0) return 0;
+    if (!gg_qgemm_has(type) || ncols < gg_qgemm_min_n(type) || k % 32 != 0) return 0;
     const gg_quant_traits *q = gg_quant_traits_of(type);
     return (size_t)ncols * gg_qgemm_col_bytes(k) + (size_t)nth * GG_QGEMM_GROUP * gg_qgemm_tile_bytes(k, q->gemm_sub) +
            GG_QGEMM_ALIGN;

@@ -26,9 +26,12 @@
 #endif
 
 #define GG_QGEMM_ROWS 16     /* weight rows per tile: the 16 int32 lanes of a zmm */
-#define GG_QGEMM_MIN_N 16
 #define GG_QGEMM_GROUP 4     /* tiles unpacked per chunk (each thread's scratch) */
-#define GG_QGEMM_KC 512      /* k per pass: the group's slice of tiles and 8 columns stay in L1 */    /* fewer columns: unpacking a tile costs more than it saves */
+#define GG_QGEMM_KC 512      /* k per pass: the group's slice of tiles and 8 columns stay in L1 */
+/* fewer columns than this: unpacking a tile costs more than it saves (measured:
+ * Q4_1/Q5_0 at 4 columns 1.6-2.4x faster than the dot path, Q6_K only from 12) */
+#define GG_QGEMM_MIN_N 4
+#define GG_QGEMM_MIN_N_SUB16 12
 
 /* true when mul_mat of src0 type `type` with n columns takes this path */
 int gg_qgemm_usable(int type, int64_t n, int simd);

@@ -76,10 +76,20 @@ typedef struct {
     gg_unpack_fn     unpack;        /* for the matrix-matrix kernels; NULL for activation types */
 } gg_quant_traits;
 
-/* where unpack puts quant i of a row (see gg_unpack_fn) */
-static inline void gg_put_u(uint8_t *u, size_t ustride, int64_t i, int v) {
-    u[(size_t)(i >> 2) * ustride + (size_t)(i & 3)] = (uint8_t)v;
+#if GG_AVX2
+/* unpack (see gg_unpack_fn) puts quants i0 .. i0 + 31 (i0 a multiple of 4) */
+static inline void gg_put_u32(uint8_t *u, size_t ustride, int64_t i0, __m256i v) {
+    uint32_t w[8];
+    _mm256_storeu_si256((__m256i *)w, v);
+    uint8_t *dst = u + (size_t)(i0 >> 2) * ustride;
+    for (int q = 0; q < 8; q++) memcpy(dst + (size_t)q * ustride, &w[q], sizeof(w[q]));
 }
+/* the unpack functions are written with AVX2 only: their one user, the
+ * matrix-matrix path (qgemm.c), needs AVX-512 */
+#define GG_UNPACK(fn) fn
+#else
+#define GG_UNPACK(fn) NULL
+#endif
 
 /* the traits of a block type, or NULL for plain or unknown types */
 const gg_quant_traits *gg_quant_traits_of(int type);

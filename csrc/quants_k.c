@@ -896,6 +896,13 @@ static float gg_vec_dot_q6_K_q8_K(int simd, int64_t n, const void *vx, const voi
 }
 
 /* ---- unpack (quants.h): the same quants and products as dequantize ---- */
+#if GG_AVX2
+
+/* bit j of every byte of v as bit 4 (16-bit shifts: |4 - j| <= 3 keeps bytes apart) */
+static inline __m256i gg_bit_to_4(__m256i v, int j) {
+    const __m256i t = j <= 4 ? _mm256_sll_epi16(v, _mm_cvtsi32_si128(4 - j)) : _mm256_srl_epi16(v, _mm_cvtsi32_si128(j - 4));
+    return _mm256_and_si256(t, _mm256_set1_epi8(0x10));
+}
 
 static void gg_unpack_q2_K(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) {
     const gg_block_q2_K *x = (const gg_block_q2_K *)vx;
@@ -907,7 +914,9 @@ static void gg_unpack_q2_K(const void *vx, uint8_t *u, size_t us, float *s, floa
             s[(16 * b + g) * (int64_t)ss] = d * (float)(x[b].scales[g] & 0xf);
             m[(16 * b + g) * (int64_t)ss] = -(dmin * (float)(x[b].scales[g] >> 4));
         }
-        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l]);
+        for (int l = 0; l < GG_QK_K; l += 32) {
+            gg_put_u32(u, us, GG_QK_K * b + l, _mm256_loadu_si256((const __m256i *)(q + l)));
+        }
     }
 }
 
@@ -924,57 +933,80 @@ static void gg_unpack_q3_K(const void *vx, uint8_t *u, size_t us, float *s, floa
             s[(16 * b + g) * (int64_t)ss] = dl;
             m[(16 * b + g) * (int64_t)ss] = -4.0f * dl;
         }
-        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l] + 4);
+        for (int l = 0; l < GG_QK_K; l += 32) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + l));
+            gg_put_u32(u, us, GG_QK_K * b + l, _mm256_add_epi8(v, _mm256_set1_epi8(4)));
+        }
     }
 }
 
-/* Q4_K and Q5_K differ only in how the quants are stored */
-#define GG_UNPACK_K4(T, BT)                                                                        \
+/* Q4_K and Q5_K: chunk c of 32 bytes holds quants 64c.. (low nibbles) and
+ * 64c + 32.. (high nibbles); Q5_K's fifth bits are bits 2c and 2c + 1 of qh */
+#define GG_UNPACK_K4(T, BT, HIGH)                                                                  \
 static void gg_unpack_##T(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) { \
     const BT *x = (const BT *)vx;                                                                  \
-    uint8_t q[GG_QK_K], sc[8], mn[8];                                                              \
+    uint8_t sc[8], mn[8];                                                                          \
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);                                                    \
     for (int64_t b = 0; b < n / GG_QK_K; b++) {                                                    \
         const float d = gg_fp16_to_fp32(x[b].d), dmin = gg_fp16_to_fp32(x[b].dmin);               \
-        gg_##T##_quants_of(&x[b], q);                                                              \
         gg_k4_unpack(x[b].scales, sc, mn);                                                         \
         for (int j = 0; j < 8; j++) {                                                              \
             s[(8 * b + j) * (int64_t)ss] = d * (float)sc[j];                                       \
             m[(8 * b + j) * (int64_t)ss] = -(dmin * (float)mn[j]);                                 \
         }                                                                                          \
-        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l]);                 \
+        for (int c = 0; c < 4; c++) {                                                              \
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));            \
+            __m256i l = _mm256_and_si256(v, lo4), h = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4); \
+            HIGH                                                                                   \
+            gg_put_u32(u, us, GG_QK_K * b + 64 * c, l);                                           \
+            gg_put_u32(u, us, GG_QK_K * b + 64 * c + 32, h);                                      \
+        }                                                                                          \
     }                                                                                              \
 }
-#define gg_q4_K_quants_of gg_q4k_quants
-#define gg_q5_K_quants_of gg_q5k_quants
-GG_UNPACK_K4(q4_K, gg_block_q4_K)
-GG_UNPACK_K4(q5_K, gg_block_q5_K)
+GG_UNPACK_K4(q4_K, gg_block_q4_K, )
+GG_UNPACK_K4(q5_K, gg_block_q5_K,
+             const __m256i qh = _mm256_loadu_si256((const __m256i *)x[b].qh);
+             l = _mm256_or_si256(l, gg_bit_to_4(qh, 2 * c));
+             h = _mm256_or_si256(h, gg_bit_to_4(qh, 2 * c + 1));)
 
+/* Q6_K: quant 128h + 32k + l is a nibble of ql[64h + 32(k & 1) + l] (low for
+ * k < 2) with bits 2k, 2k + 1 of qh[32h + l] above it */
 static void gg_unpack_q6_K(const void *vx, uint8_t *u, size_t us, float *s, float *m, size_t ss, int64_t n) {
     const gg_block_q6_K *x = (const gg_block_q6_K *)vx;
-    int8_t q[GG_QK_K];
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(0x30);
     for (int64_t b = 0; b < n / GG_QK_K; b++) {
         const float d = gg_fp16_to_fp32(x[b].d);
-        gg_q6k_quants(&x[b], q);
         for (int g = 0; g < 16; g++) {
             const float dl = d * (float)x[b].scales[g];
             s[(16 * b + g) * (int64_t)ss] = dl;
             m[(16 * b + g) * (int64_t)ss] = -32.0f * dl;
         }
-        for (int l = 0; l < GG_QK_K; l++) gg_put_u(u, us, GG_QK_K * b + l, q[l] + 32);
+        for (int h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
+            const __m256i hi[4] = {
+                _mm256_and_si256(_mm256_slli_epi16(qh, 4), two), _mm256_and_si256(_mm256_slli_epi16(qh, 2), two),
+                _mm256_and_si256(qh, two), _mm256_and_si256(_mm256_srli_epi16(qh, 2), two) };
+            for (int k = 0; k < 4; k++) {
+                const __m256i ql = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32 * (k & 1)));
+                const __m256i lo = k < 2 ? _mm256_and_si256(ql, lo4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), lo4);
+                gg_put_u32(u, us, GG_QK_K * b + 128 * h + 32 * k, _mm256_or_si256(lo, hi[k]));
+            }
+        }
     }
 }
+#endif
 
 const gg_quant_traits gg_quant_traits_k[] = {
     { GG_TYPE_Q2_K, GG_QK_K, sizeof(gg_block_q2_K), gg_dequantize_row_q2_K, gg_quantize_row_q2_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q2_K_q8_K, 16, gg_unpack_q2_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q2_K_q8_K, 16, GG_UNPACK(gg_unpack_q2_K) },
     { GG_TYPE_Q3_K, GG_QK_K, sizeof(gg_block_q3_K), gg_dequantize_row_q3_K, gg_quantize_row_q3_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q3_K_q8_K, 16, gg_unpack_q3_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q3_K_q8_K, 16, GG_UNPACK(gg_unpack_q3_K) },
     { GG_TYPE_Q4_K, GG_QK_K, sizeof(gg_block_q4_K), gg_dequantize_row_q4_K, gg_quantize_row_q4_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q4_K_q8_K, 32, gg_unpack_q4_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q4_K_q8_K, 32, GG_UNPACK(gg_unpack_q4_K) },
     { GG_TYPE_Q5_K, GG_QK_K, sizeof(gg_block_q5_K), gg_dequantize_row_q5_K, gg_quantize_row_q5_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q5_K_q8_K, 32, gg_unpack_q5_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q5_K_q8_K, 32, GG_UNPACK(gg_unpack_q5_K) },
     { GG_TYPE_Q6_K, GG_QK_K, sizeof(gg_block_q6_K), gg_dequantize_row_q6_K, gg_quantize_row_q6_K,
-      GG_TYPE_Q8_K, gg_vec_dot_q6_K_q8_K, 16, gg_unpack_q6_K },
+      GG_TYPE_Q8_K, gg_vec_dot_q6_K_q8_K, 16, GG_UNPACK(gg_unpack_q6_K) },
     { GG_TYPE_Q8_K, GG_QK_K, sizeof(gg_block_q8_K), gg_dequantize_row_q8_K, gg_quantize_row_q8_K,
       -1, NULL, 0, NULL },
     { -1, 0, 0, NULL, NULL, -1, NULL, 0, NULL },

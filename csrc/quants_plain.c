@@ -508,8 +508,8 @@ static void gg_dequantize_row_q8_1_avx2(const gg_block_q8_1 *x, float *y, int64_
 
 /* ---- unpack (quants.h): u is the stored quant, made unsigned; the offset
  * of Q4_0/Q5_0 and Q8_0's sign go into m ---- */
-
-#define GG_UNPACK_FN(T, BT, U, S, M)                                                              \
+#if GG_AVX2
+#define GG_UNPACK_FN(T, BT, VALS, S, M)                                                           \
 static void gg_unpack_##T(const void *vx, uint8_t *u, size_t ustride, float *s, float *m,        \
                           size_t sstride, int64_t n) {                                           \
     const BT *x = (const BT *)vx;                                                                \
@@ -518,15 +518,16 @@ static void gg_unpack_##T(const void *vx, uint8_t *u, size_t ustride, float *s, 
         const float d = gg_fp16_to_fp32(xb->d);                                                  \
         s[b * (int64_t)sstride] = (S);                                                           \
         m[b * (int64_t)sstride] = (M);                                                           \
-        for (int j = 0; j < 32; j++) gg_put_u(u, ustride, 32 * b + j, (U));                      \
+        gg_put_u32(u, ustride, 32 * b, (VALS));                                                  \
     }                                                                                            \
 }
 
-GG_UNPACK_FN(q4_0, gg_block_q4_0, gg_nib(xb->qs, j), d, -8.0f * d)
-GG_UNPACK_FN(q4_1, gg_block_q4_1, gg_nib(xb->qs, j), d, gg_fp16_to_fp32(xb->m))
-GG_UNPACK_FN(q5_0, gg_block_q5_0, gg_q5(xb->qs, gg_load_u32(xb->qh), j), d, -16.0f * d)
-GG_UNPACK_FN(q5_1, gg_block_q5_1, gg_q5(xb->qs, gg_load_u32(xb->qh), j), d, gg_fp16_to_fp32(xb->m))
-GG_UNPACK_FN(q8_0, gg_block_q8_0, xb->qs[j] + 128, d, -128.0f * d)
+GG_UNPACK_FN(q4_0, gg_block_q4_0, gg_vals_q4_0(xb), d, -8.0f * d)
+GG_UNPACK_FN(q4_1, gg_block_q4_1, gg_vals_q4_1(xb), d, gg_fp16_to_fp32(xb->m))
+GG_UNPACK_FN(q5_0, gg_block_q5_0, gg_vals_q5_0(xb), d, -16.0f * d)
+GG_UNPACK_FN(q5_1, gg_block_q5_1, gg_vals_q5_1(xb), d, gg_fp16_to_fp32(xb->m))
+GG_UNPACK_FN(q8_0, gg_block_q8_0, _mm256_xor_si256(gg_vals_q8_0(xb), _mm256_set1_epi8((char)0x80)), d, -128.0f * d)
+#endif
 
 /* ---- the vec_dot rows ---- */
 
@@ -576,15 +577,15 @@ GG_DOT_FN(q8_0, gg_block_q8_0, gg_block_q8_0)
    activations (ggml: no vec_dot), so it has -1 here */
 const gg_quant_traits gg_quant_traits_plain[] = {
     { GG_TYPE_Q4_0, GG_QK4_0, sizeof(gg_block_q4_0), gg_dequantize_row_q4_0, gg_quantize_row_q4_0,
-      GG_TYPE_Q8_0, gg_vec_dot_q4_0, 32, gg_unpack_q4_0 },
+      GG_TYPE_Q8_0, gg_vec_dot_q4_0, 32, GG_UNPACK(gg_unpack_q4_0) },
     { GG_TYPE_Q4_1, GG_QK4_1, sizeof(gg_block_q4_1), gg_dequantize_row_q4_1, gg_quantize_row_q4_1,
-      GG_TYPE_Q8_1, gg_vec_dot_q4_1, 32, gg_unpack_q4_1 },
+      GG_TYPE_Q8_1, gg_vec_dot_q4_1, 32, GG_UNPACK(gg_unpack_q4_1) },
     { GG_TYPE_Q5_0, GG_QK5_0, sizeof(gg_block_q5_0), gg_dequantize_row_q5_0, gg_quantize_row_q5_0,
-      GG_TYPE_Q8_0, gg_vec_dot_q5_0, 32, gg_unpack_q5_0 },
+      GG_TYPE_Q8_0, gg_vec_dot_q5_0, 32, GG_UNPACK(gg_unpack_q5_0) },
     { GG_TYPE_Q5_1, GG_QK5_1, sizeof(gg_block_q5_1), gg_dequantize_row_q5_1, gg_quantize_row_q5_1,
-      GG_TYPE_Q8_1, gg_vec_dot_q5_1, 32, gg_unpack_q5_1 },
+      GG_TYPE_Q8_1, gg_vec_dot_q5_1, 32, GG_UNPACK(gg_unpack_q5_1) },
     { GG_TYPE_Q8_0, GG_QK8_0, sizeof(gg_block_q8_0), gg_dequantize_row_q8_0, gg_quantize_row_q8_0,
-      GG_TYPE_Q8_0, gg_vec_dot_q8_0, 32, gg_unpack_q8_0 },
+      GG_TYPE_Q8_0, gg_vec_dot_q8_0, 32, GG_UNPACK(gg_unpack_q8_0) },
     { GG_TYPE_Q8_1, GG_QK8_1, sizeof(gg_block_q8_1), gg_dequantize_row_q8_1, gg_quantize_row_q8_1,
       -1, NULL, 0, NULL },
     { -1, 0, 0, NULL, NULL, -1, NULL, 0, NULL },
