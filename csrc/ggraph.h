@@ -82,8 +82,9 @@ int  gg_quant_vec_dot(int type, const void *x, const void *y, int64_t n, int sim
 size_t gg_qgemm_work_bytes(int type, int64_t k, int64_t ncols, int nth);
 /* 0 turns that path off (to measure what it buys); returns the previous setting */
 int  gg_qgemm_enable(int on);
-/* work bytes of flash_attn_ext (head sizes dk, dv, g q heads per K/V head) */
-size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t g, int nth);
+/* work bytes of flash_attn_ext (its shapes; the kernel checks it has them) */
+size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t n_q, int64_t n_head, int64_t n_head_kv, int64_t n_head_v,
+                        int64_t ne3, int64_t n_kv, int nth);
 
 #define GG_OK 0
 #define GG_ERR_NO_KERNEL 1

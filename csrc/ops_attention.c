@@ -172,12 +172,6 @@ static inline bool gg_fa_tiled_ok(int simd, const gg_tensor *q, const gg_tensor 
            k->ne[3] == q->ne[3] && v->ne[3] == q->ne[3];
 }
 
-size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t g, int nth) {
-    size_t floats = gg_fa_stride(dk, dv, g);
-    if (GG_FA_TILED) floats = GG_MAX(floats, gg_fa_tiled_floats(dk, dv));
-    return (size_t)nth * floats * sizeof(float);
-}
-
 #if GG_FA_TILED
 #define GG_FA_INLINE static inline __attribute__((always_inline))
 
@@ -409,6 +403,58 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
 }
 #endif
 
+/* the row-at-a-time path cuts the K/V rows of each unit among threads when
+ * there are few units (decode: one q row, n_head / g units), each piece giving
+ * a partial (unnormalized output, max, sum) that a second phase merges */
+static int64_t gg_fa_nsplit(int64_t n_units, int64_t n_kv, int nth) {
+    if (nth <= 1 || n_units >= 2 * nth) return 1;
+    const int64_t ns = GG_MIN((2 * nth + n_units - 1) / n_units, n_kv / 128);
+    return GG_MAX(1, ns);
+}
+
+static int64_t gg_fa_group(int64_t n_head, const gg_tensor *k, const gg_tensor *v) {
+    const int64_t rk2 = n_head / k->ne[2], rv2 = n_head / v->ne[2];
+    return rk2 == rv2 ? rk2 : 1;
+}
+
+size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t n_q, int64_t n_head, int64_t n_head_kv, int64_t n_head_v,
+                        int64_t ne3, int64_t n_kv, int nth) {
+    const int64_t rk2 = n_head / n_head_kv, rv2 = n_head / n_head_v;
+    const int64_t g = rk2 == rv2 ? rk2 : 1;
+    const int64_t n_units = n_q * ne3 * (n_head / g);
+    const int64_t ns = gg_fa_nsplit(n_units, n_kv, nth);
+    size_t floats = (size_t)nth * gg_fa_stride(dk, dv, g);
+    if (ns > 1) floats += (size_t)(n_units * ns * g * (dv + 2));
+    if (GG_FA_TILED) floats = GG_MAX(floats, (size_t)nth * gg_fa_tiled_floats(dk, dv));
+    return floats * sizeof(float);
+}
+
+/* sj[c] = exp(sj[c] - m) for c < n, 0 where sj[c] is -inf; returns the sum */
+static float gg_fa_exp_block(int simd, float *sj, float m, int64_t n) {
+    int64_t c = 0;
+    float sum = 0.0f;
+#if GG_AVX2
+    if (simd) {
+        const __m256 mv = _mm256_set1_ps(m), ninf = _mm256_set1_ps(-INFINITY);
+        __m256 acc = _mm256_setzero_ps();
+        for (; c + 8 <= n; c += 8) {
+            const __m256 x = _mm256_loadu_ps(sj + c);
+            const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(x, ninf, _CMP_EQ_OQ), gg_v_expf(_mm256_sub_ps(x, mv)));
+            _mm256_storeu_ps(sj + c, e);
+            acc = _mm256_add_ps(acc, e);
+        }
+        sum = gg_hsum_avx(acc);
+    }
+#endif
+    for (; c < n; c++) {
+        sj[c] = sj[c] == -INFINITY ? 0.0f : expf(sj[c] - m);
+        sum += sj[c];
+    }
+    return sum;
+}
+
+#define GG_FA_RB 64         /* K/V rows per block of the row-at-a-time path */
+
 void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *q = dst->src[0];
     const gg_tensor *k = dst->src[1];
@@ -429,13 +475,16 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const int64_t rv2 = n_head / v->ne[2], rv3 = q->ne[3] / v->ne[3];
 
     /* a unit of work: one q row of the g heads that read the same K and V head, so each
-     * K/V row is loaded once for all g of them; g = 1 when that leaves threads idle */
+     * K/V row is loaded once for all g of them; with few units their K/V rows are cut
+     * into nsplit pieces */
     const int64_t nr1 = n_q * q->ne[3];
-    const int64_t g = (rk2 == rv2 && nr1 * (n_head / rk2) >= p->nth) ? rk2 : 1;
+    const int64_t g = gg_fa_group(n_head, k, v);
     const int64_t n_units = nr1 * (n_head / g);
+    const int64_t nsplit = gg_fa_nsplit(n_units, n_kv, p->nth);
 
     const size_t stride = gg_fa_stride(DK, DV, g);
-    if (p->wdata == NULL || p->wsize < (size_t)p->nth * stride * sizeof(float)) {
+    if (p->wdata == NULL ||
+        p->wsize < gg_fa_work_bytes(DK, DV, n_q, n_head, k->ne[2], v->ne[2], q->ne[3], n_kv, p->nth)) {
         gg_fail(p, GG_ERR_BAD_INPUT);
         return;
     }
@@ -444,8 +493,7 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const float max_bias = pp->max_bias, softcap = pp->logit_softcap;
     if (softcap != 0.0f) scale /= softcap;
 #if GG_FA_TILED
-    if (gg_fa_tiled_ok(p->use_simd, q, k, v) &&
-        p->wsize >= (size_t)p->nth * gg_fa_tiled_floats(DK, DV) * sizeof(float)) {
+    if (gg_fa_tiled_ok(p->use_simd, q, k, v)) {
         gg_fa_tiled(p, dst, scale, softcap, max_bias);
         return;
     }
@@ -461,17 +509,22 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     float *tmp = acc + g * dvp;
     float *M = tmp + (GG_MAX(DK, DV) + 15) / 16 * 16;                    /* largest score so far */
     float *S = M + g;                                                    /* sum of exp(s - M) */
+    float *part = (float *)p->wdata + (size_t)p->nth * stride;          /* [unit][split][g][DV + 2] */
     const int simd = p->use_simd;
 
     const float *pq[GG_MAX_GROUP];
     const uint16_t *mp[GG_MAX_GROUP];
     float slope[GG_MAX_GROUP];
+    float sc[GG_MAX_GROUP][GG_FA_RB];          /* a block's scores, then its weights */
+    bool live[GG_MAX_GROUP];
 
-    for (int64_t iu = p->ith; iu < n_units; iu += p->nth) {
+    for (int64_t it = p->ith; it < n_units * nsplit; it += p->nth) {
+        const int64_t iu = it / nsplit, isp = it % nsplit;
         const int64_t iq1 = iu % n_q;                         /* q row */
         const int64_t ig = (iu / n_q) % (n_head / g);         /* group of heads */
         const int64_t iq3 = iu / (n_q * (n_head / g));
         const int64_t h0 = ig * g;                            /* first head of the unit */
+        const int64_t c0 = n_kv * isp / nsplit, c1 = n_kv * (isp + 1) / nsplit;
 
         const char *kbase = (const char *)k->data + (h0 / rk2) * k->nb[2] + (iq3 / rk3) * k->nb[3];
         const char *vbase = (const char *)v->data + (h0 / rv2) * v->nb[2] + (iq3 / rv3) * v->nb[3];
@@ -494,40 +547,87 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
                 S[j] = 0.0f;
             }
 
-            for (int64_t ic = 0; ic < n_kv; ic++) {
-                const char *krow = kbase + ic * k->nb[1];
-                const char *vrow = vbase + ic * v->nb[1];
+            /* per block of rows: the scores of every head, one rescale of its running
+             * output when the block raises its max, the weights exp(s - max) in one
+             * vector pass, then each V row is read once for all heads */
+            for (int64_t kb = c0; kb < c1; kb += GG_FA_RB) {
+                const int64_t bk = GG_MIN(GG_FA_RB, c1 - kb);
+                bool any = false;
                 for (int64_t j = 0; j < gn; j++) {
-                    const float mv = mp[j] ? slope[j] * gg_fp16_to_fp32(mp[j][ic]) : 0.0f;
-                    if (mv == -INFINITY) continue;
-
-                    float s = gg_fa_dot(simd, k->type, pq[j], krow, tmp, DK) * scale;
-                    if (softcap != 0.0f) s = softcap * tanhf(s);
-                    s += mv;
-
-                    float *a = acc + j * dvp;
-                    float ms = 1.0f;        /* rescales the old terms when the max grows */
-                    float vs = 1.0f;        /* exp(s - M) of this term */
-                    if (s > M[j]) {
-                        const float M_old = M[j];
-                        M[j] = s;
-                        ms = expf(M_old - s);
-                        gg_vec_scale_f32(simd, a, a, ms, DV);
-                    } else {
-                        vs = expf(s - M[j]);
+                    float bmax = -INFINITY;
+                    for (int64_t c = 0; c < bk; c++) {
+                        const float mv = mp[j] ? slope[j] * gg_fp16_to_fp32(mp[j][kb + c]) : 0.0f;
+                        if (mv == -INFINITY) {
+                            sc[j][c] = -INFINITY;
+                            continue;
+                        }
+                        float s = gg_fa_dot(simd, k->type, pq[j], kbase + (kb + c) * k->nb[1], tmp, DK) * scale;
+                        if (softcap != 0.0f) s = softcap * tanhf(s);
+                        s += mv;
+                        sc[j][c] = s;
+                        bmax = s > bmax ? s : bmax;
                     }
-                    gg_fa_mad(simd, v->type, a, vrow, vs, tmp, DV);
-                    S[j] = S[j] * ms + vs;
+                    live[j] = bmax != -INFINITY;
+                    if (!live[j]) continue;
+                    any = true;
+                    const float m_new = bmax > M[j] ? bmax : M[j];
+                    if (M[j] != -INFINITY && m_new != M[j]) {
+                        const float ms = expf(M[j] - m_new);
+                        gg_vec_scale_f32(simd, acc + j * dvp, acc + j * dvp, ms, DV);
+                        S[j] *= ms;
+                    }
+                    M[j] = m_new;
+                    S[j] += gg_fa_exp_block(simd, sc[j], m_new, bk);
+                }
+                if (!any) continue;
+                for (int64_t c = 0; c < bk; c++) {
+                    const char *vrow = vbase + (kb + c) * v->nb[1];
+                    for (int64_t j = 0; j < gn; j++) {
+                        if (live[j] && sc[j][c] != 0.0f) gg_fa_mad(simd, v->type, acc + j * dvp, vrow, sc[j][c], tmp, DV);
+                    }
                 }
             }
 
             for (int64_t j = 0; j < gn; j++) {
                 const int64_t iq2 = h0 + j0 + j;
+                if (nsplit > 1) {                    /* a partial, merged below */
+                    float *pj = part + ((iu * nsplit + isp) * g + j0 + j) * (DV + 2);
+                    memcpy(pj, acc + j * dvp, (size_t)DV * sizeof(float));
+                    pj[DV] = M[j];
+                    pj[DV + 1] = S[j];
+                    continue;
+                }
                 const float S_inv = S[j] == 0.0f ? 0.0f : 1.0f / S[j];
                 /* permuted: dst[:, head, q row, iq3] */
                 float *y = (float *)((char *)dst->data + iq2 * dst->nb[1] + iq1 * dst->nb[2] + iq3 * dst->nb[3]);
                 gg_vec_scale_f32(simd, y, acc + j * dvp, S_inv, DV);
             }
+        }
+    }
+    if (nsplit == 1) return;
+
+    /* merge the pieces of each unit: rescale each to the largest max, add, divide */
+    gg_barrier(p);
+    for (int64_t iu = p->ith; iu < n_units; iu += p->nth) {
+        const int64_t iq1 = iu % n_q, ig = (iu / n_q) % (n_head / g), iq3 = iu / (n_q * (n_head / g));
+        for (int64_t j = 0; j < g; j++) {
+            const int64_t iq2 = ig * g + j;
+            float mx = -INFINITY, sum = 0.0f;
+            for (int64_t isp = 0; isp < nsplit; isp++) {
+                const float mi = part[((iu * nsplit + isp) * g + j) * (DV + 2) + DV];
+                mx = mi > mx ? mi : mx;
+            }
+            float *y = (float *)((char *)dst->data + iq2 * dst->nb[1] + iq1 * dst->nb[2] + iq3 * dst->nb[3]);
+            memset(y, 0, (size_t)DV * sizeof(float));
+            if (mx == -INFINITY) continue;                  /* every row masked: 0 */
+            for (int64_t isp = 0; isp < nsplit; isp++) {
+                const float *pj = part + ((iu * nsplit + isp) * g + j) * (DV + 2);
+                if (pj[DV] == -INFINITY) continue;
+                const float w = expf(pj[DV] - mx);
+                sum += pj[DV + 1] * w;
+                for (int64_t d = 0; d < DV; d++) y[d] += pj[d] * w;
+            }
+            gg_vec_scale_f32(simd, y, y, sum == 0.0f ? 0.0f : 1.0f / sum, DV);
         }
     }
 }

@@ -89,12 +89,13 @@ def _numpy_attention(q, k, v, mask, scale, max_bias=0.0):
 
 
 @pytest.mark.parametrize("d", [64, 40])
-@pytest.mark.parametrize("n_q", [1, 7, 40])
+@pytest.mark.parametrize("n_q, n_kv", [(1, 300), (7, 300), (40, 300), (1, 1000), (3, 1000)])
 @pytest.mark.parametrize("max_bias", [0.0, 8.0])
-def test_gqa_causal_over_f16_cache_views(d, n_q, max_bias):
-    """n_head 6 over n_head_kv 2, K/V views of a bigger F16 cache, permuted q as llama.cpp builds it."""
+def test_gqa_causal_over_f16_cache_views(d, n_q, n_kv, max_bias):
+    """n_head 6 over n_head_kv 2, K/V views of a bigger F16 cache, permuted q as llama.cpp builds it.
+    Few q rows over many K/V rows: the rows are cut among threads and the pieces merged."""
     rng = np.random.default_rng(d + n_q)
-    n_head, n_head_kv, kv_size, n_kv = 6, 2, 320, 300
+    n_head, n_head_kv, kv_size = 6, 2, n_kv + 20
     ctx = gg.Context()
     k_cache = ctx.from_numpy(rng.standard_normal((n_head_kv, kv_size, d)).astype(np.float32), type=gg.F16)
     v_cache = ctx.from_numpy(rng.standard_normal((n_head_kv, kv_size, d)).astype(np.float32), type=gg.F16)

@@ -38,8 +38,10 @@ def _fa_work(node, n_threads: int) -> int:
     from ..backend.ffi import lib
     q, k, v = node.src[0], node.src[1], node.src[2]
     # per thread (ops_attention.c): the row-at-a-time path's accumulators of the g q heads
-    # that share a K head, or the tiled path's converted K/V block, scores and outputs
-    return int(lib.gg_fa_work_bytes(k.ne[0], v.ne[0], q.ne[2] // k.ne[2], n_threads))
+    # that share a K head (and, with few q rows, the partial results of K/V pieces), or
+    # the tiled path's converted K/V block, scores and outputs
+    return int(lib.gg_fa_work_bytes(k.ne[0], v.ne[0], q.ne[1], q.ne[2], k.ne[2], v.ne[2], q.ne[3], k.ne[1],
+                                    n_threads))
 
 
 FLASH_ATTN_EXT = defop("flash_attn_ext", params="gg_flash_attn_ext_params", work_size=_fa_work)
