@@ -353,15 +353,21 @@ static inline __m256i gg_bits_avx2(const uint8_t *qh) {
     return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
 }
 
-/* signed x times signed y (y in [-127, 127]): 8 int32 partial sums */
-static inline __m256i gg_dot_ss_avx2(__m256i x, __m256i y) {
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+/* unsigned x (< 128) times signed y: 8 int32 partial sums (one instruction
+   with VNNI, which also never saturates) */
+static inline __m256i gg_dot_us_avx2(__m256i x, __m256i y) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
+#elif defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+#endif
 }
 
-/* unsigned x (< 128) times signed y: 8 int32 partial sums */
-static inline __m256i gg_dot_us_avx2(__m256i x, __m256i y) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+/* signed x times signed y (y in [-127, 127]): 8 int32 partial sums */
+static inline __m256i gg_dot_ss_avx2(__m256i x, __m256i y) {
+    return gg_dot_us_avx2(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
 }
 
 static inline __m256i gg_load_qs_avx2(const int8_t *qs) {
@@ -370,12 +376,20 @@ static inline __m256i gg_load_qs_avx2(const int8_t *qs) {
 
 /* (u - OFF) . y for unsigned u (< 32) and any int8 y, as u.y - OFF.y in int16
    (|each| <= 2 * 31 * 128: no saturation) */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define GG_DOT_OFF_AVX2(NAME, OFF)                                                              \
+static inline __m256i NAME(__m256i u, __m256i y) {                                              \
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y),                  \
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(OFF), y)); \
+}
+#else
 #define GG_DOT_OFF_AVX2(NAME, OFF)                                                              \
 static inline __m256i NAME(__m256i u, __m256i y) {                                              \
     const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(u, y),                              \
                                        _mm256_maddubs_epi16(_mm256_set1_epi8(OFF), y));         \
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));                                          \
 }
+#endif
 GG_DOT_OFF_AVX2(gg_dot_off8_avx2, 8)
 GG_DOT_OFF_AVX2(gg_dot_off16_avx2, 16)
 
