@@ -496,7 +496,7 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} cpus; load average {load_average()}")
     lib = getattr(getattr(llama_cpp.llama_cpp, "_lib", None), "_name", "?")
     print(f"# llama.cpp library {lib}: {sysinfo.strip()[:200]}")
-    print(f"# ggraph SIMD {'AVX2/FMA/F16C' if gg.simd_available() else 'off (scalar build)'}; both: "
+    print(f"# ggraph SIMD {gg.simd_features()}; both: "
           f"{args.threads} threads, n_ctx {args.ctx}, n_batch = n_ubatch = 512, K/V F16, flash attention on, "
           f"logits of the last token only")
     print(f"# pp{args.pp}: {args.pp} random ids (seed {args.seed}) in one batch from an empty cache; tg{args.tg}: "

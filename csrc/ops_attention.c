@@ -164,6 +164,8 @@ static size_t gg_fa_tiled_floats(int64_t dk, int64_t dv) {
                     4 * GG_FA_R + 64);
 }
 
+int gg_fa_tiled_built(void) { return GG_FA_TILED; }
+
 static inline bool gg_fa_tiled_ok(int simd, const gg_tensor *q, const gg_tensor *k, const gg_tensor *v) {
     const int64_t dk = k->ne[0], dv = v->ne[0];
     const int64_t rk2 = q->ne[2] / k->ne[2], rv2 = q->ne[2] / v->ne[2];

@@ -38,6 +38,8 @@ int gg_qgemm_enable(int on) {
     return atomic_exchange(&gg_qgemm_on, on != 0);
 }
 
+int gg_qgemm_built(void) { return GG_QGEMM; }
+
 static int gg_qgemm_has(int type) {
     const gg_quant_traits *q = gg_quant_traits_of(type);
     return GG_QGEMM && q != NULL && q->unpack != NULL && (q->gemm_sub == 16 || q->gemm_sub == 32);

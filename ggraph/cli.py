@@ -18,7 +18,7 @@ def _cmd_info(args) -> int:
     import ggraph as gg
     from .backend.ffi import OP_IDS
     print(f"ggraph {gg.__version__}")
-    print(f"simd: {'AVX2+FMA+F16C' if gg.simd_available() else 'scalar only'}"
+    print(f"simd: {gg.simd_features()}"
           f" ({'on' if gg.get_use_simd() else 'off'})")
     print(f"threads available: {gg.default_threads()}")
     print(f"ops: {len(OP_IDS) - 1}")

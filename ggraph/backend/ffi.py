@@ -27,6 +27,18 @@ def simd_available() -> bool:
     return bool(lib.gg_simd_available())
 
 
+def simd_features() -> str:
+    """The SIMD paths compiled into this build, for banners and benchmark headers."""
+    if not simd_available():
+        return "scalar only"
+    parts = ["AVX2/FMA/F16C"]
+    if lib.gg_qgemm_built():
+        parts.append("AVX-512 VNNI quantized tiles")
+    if lib.gg_fa_tiled_built():
+        parts.append("AVX-512 tiled attention")
+    return " + ".join(parts)
+
+
 def set_use_simd(on: bool) -> None:
     """False forces every kernel onto its scalar path (tests compare both)."""
     lib.gg_set_use_simd(1 if on else 0)
