@@ -84,6 +84,7 @@ size_t gg_qgemm_work_bytes(int type, int64_t k, int64_t ncols, int nth);
 int  gg_qgemm_enable(int on);
 int  gg_qgemm_built(void);               /* the AVX-512 VNNI tile path is compiled in */
 int  gg_fa_tiled_built(void);            /* the AVX-512 tiled flash attention is compiled in */
+int  gg_fa_tiled_enable(int on);         /* 0 turns it off (to measure it); returns the previous setting */
 /* work bytes of flash_attn_ext (its shapes; the kernel checks it has them) */
 size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t n_q, int64_t n_head, int64_t n_head_kv, int64_t n_head_v,
                         int64_t ne3, int64_t n_kv, int nth);

@@ -21,6 +21,8 @@
  * and the accumulator is f32 for F16 V (ggml's is F16): ggraph always
  * accumulates in f32, so the precision setting changes nothing.
  */
+#include <stdatomic.h>
+
 #include "ggraph_impl.h"
 #include "vec.h"
 #include "ops_attention.h"
@@ -166,10 +168,14 @@ static size_t gg_fa_tiled_floats(int64_t dk, int64_t dv) {
 
 int gg_fa_tiled_built(void) { return GG_FA_TILED; }
 
+static _Atomic int gg_fa_tiled_on = 1;
+
+int gg_fa_tiled_enable(int on) { return atomic_exchange(&gg_fa_tiled_on, on != 0); }
+
 static inline bool gg_fa_tiled_ok(int simd, const gg_tensor *q, const gg_tensor *k, const gg_tensor *v) {
     const int64_t dk = k->ne[0], dv = v->ne[0];
     const int64_t rk2 = q->ne[2] / k->ne[2], rv2 = q->ne[2] / v->ne[2];
-    return GG_FA_TILED && simd && q->ne[1] >= GG_FA_MIN_NQ && dk % 16 == 0 && dv % 16 == 0 &&
+    return GG_FA_TILED && simd && atomic_load(&gg_fa_tiled_on) && q->ne[1] >= GG_FA_MIN_NQ && dk % 16 == 0 && dv % 16 == 0 &&
            dk <= GG_FA_DMAX && dv <= GG_FA_DMAX && rk2 == rv2 && rk2 <= GG_FA_R &&
            k->ne[3] == q->ne[3] && v->ne[3] == q->ne[3];
 }

@@ -39,6 +39,17 @@ def simd_features() -> str:
     return " + ".join(parts)
 
 
+def set_kernel_path(name: str, on: bool) -> bool:
+    """Turns one of the SIMD kernels' fast paths on or off, to measure what it buys
+    ("qgemm": quantized matrix-matrix tiles, "fa_tiled": tiled flash attention).
+    Results stay correct either way. Returns the previous setting."""
+    switches = {"qgemm": lib.gg_qgemm_enable, "fa_tiled": lib.gg_fa_tiled_enable}
+    if name not in switches:
+        from ..errors import GGraphError
+        raise GGraphError(f"set_kernel_path: unknown path {name!r}; known: {', '.join(switches)}")
+    return bool(switches[name](1 if on else 0))
+
+
 def set_use_simd(on: bool) -> None:
     """False forces every kernel onto its scalar path (tests compare both)."""
     lib.gg_set_use_simd(1 if on else 0)
