@@ -136,6 +136,15 @@ void gg_fail(const gg_params *p, int code) {
     atomic_compare_exchange_strong(&p->pool->error, &expected, code);
 }
 
+/* the services kernels built apart from the runtime call (ggraph_kernel.h) */
+static const gg_runtime gg_runtime_services = {
+    .version = GG_RUNTIME_VERSION,
+    .barrier = gg_barrier,
+    .fail = gg_fail,
+    .cvt_to_f32 = gg_cvt_to_f32,
+    .cvt_from_f32 = gg_cvt_from_f32,
+};
+
 static int64_t gg_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -147,7 +156,7 @@ static void gg_compute_thread(gg_threadpool *pool, int ith) {
     gg_params params = {
         .ith = ith, .nth = pool->n_threads,
         .wsize = g->wsize, .wdata = g->wdata,
-        .use_simd = pool->use_simd, .pool = pool,
+        .use_simd = pool->use_simd, .pool = pool, .rt = &gg_runtime_services,
     };
     if (g->node_ns) gg_barrier(&params);     /* workers' wake-up is not node 0's time */
     int64_t t0 = (ith == 0 && g->node_ns) ? gg_now_ns() : 0;
