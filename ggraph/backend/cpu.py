@@ -127,6 +127,8 @@ class CPlan:
             if rc == lib.GG_ERR_PYTHON and 0 <= i < len(self.nodes):
                 custom.raise_failure(i, self.nodes[i])
             where = self.nodes[i].label() if 0 <= i < len(self.nodes) else "?"
+            if 0 <= i < len(self.nodes) and "_label" in self.nodes[i].params:
+                where += f" of {self.nodes[i].params['_label']}"      # a custom op: its function
             raise GGraphError(f"compute failed at node {i} {where}: {ERRORS.get(rc, rc)}")
         if profile:
             return np.frombuffer(ffi.buffer(self.node_ns, 8 * len(self.nodes)), dtype=np.int64).copy()
