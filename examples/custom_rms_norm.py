@@ -37,11 +37,21 @@ void rms_norm_mul(const gg_params *p, gg_tensor *dst) {
         float sum = 0.0f;
 #if GG_AVX2
         if (p->use_simd) {
-            __m256 acc = _mm256_setzero_ps();
+            /* four accumulators: one FMA chain would wait on its own latency */
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (; i + 32 <= ne00; i += 32) {
+                const __m256 v0 = _mm256_loadu_ps(xr + i), v1 = _mm256_loadu_ps(xr + i + 8);
+                const __m256 v2 = _mm256_loadu_ps(xr + i + 16), v3 = _mm256_loadu_ps(xr + i + 24);
+                a0 = _mm256_fmadd_ps(v0, v0, a0);
+                a1 = _mm256_fmadd_ps(v1, v1, a1);
+                a2 = _mm256_fmadd_ps(v2, v2, a2);
+                a3 = _mm256_fmadd_ps(v3, v3, a3);
+            }
             for (; i + 8 <= ne00; i += 8) {
                 const __m256 v = _mm256_loadu_ps(xr + i);
-                acc = _mm256_fmadd_ps(v, v, acc);
+                a0 = _mm256_fmadd_ps(v, v, a0);
             }
+            const __m256 acc = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
             __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
             s = _mm_hadd_ps(s, s);
             s = _mm_hadd_ps(s, s);
@@ -113,28 +123,21 @@ def check(max_examples: int = 25) -> None:
 
 # ---- SmolLM2: the fused kernel in the LLaMA builder, profiled against the pair ----
 
-def _norm_ms(g: gg.Graph) -> tuple[float, int]:
-    """Milliseconds and node count of the norm work in g's last profile."""
-    ms, n = 0.0, 0
-    for node, ns in zip(g.nodes, g.node_ns):
-        # the fused node, or the pair: rms_norm and the mul by the weight that follows it
-        if node.op == "rms_norm" or gg.ops.registry.op_label(node) == "custom:rms_norm_mul" or (
-                node.op == "mul" and node.src[0].op == "rms_norm"):
-            ms += ns / 1e6
-            n += 1
-    return ms, n
+NORM_GROUPS = ("norms (rms_norm + mul)", "custom:rms_norm_mul")
 
 
-def profile_smollm2(n_threads: int = 2, n_prompt: int = 64, reps: int = 30) -> dict:
-    """Per-graph norm time and whole-graph time, unfused vs fused, for a decode
-    step and a prefill of n_prompt tokens (best of `reps` profiled computes)."""
+def profile_smollm2(n_threads: int = 2, n_prompt: int = 64, reps: int = 20) -> dict:
+    """A decode step (after an n_prompt-token prompt) and a prefill micro-batch of
+    n_prompt tokens, unfused vs fused, through ggraph's own profiler (the one
+    behind `ggraph bench --profile`): per-graph norm time (fastest profiled run),
+    unprofiled compute time (median) and node counts."""
     from ggraph.model_files import open_model
     from ggraph.session import Session
+    from ggraph.tools import perf
 
     model = open_model("smollm2")
     results = {}
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(0, model.hparams.n_vocab, size=n_prompt).tolist()
+    prompt = np.random.default_rng(0).integers(0, model.hparams.n_vocab, size=n_prompt).tolist()
     logits = {}
 
     def nudged(x, w, eps):
@@ -142,19 +145,18 @@ def profile_smollm2(n_threads: int = 2, n_prompt: int = 64, reps: int = 30) -> d
         # move for a change that small (Q8 activation rounding amplifies it)
         return gg.mul(gg.scale(gg.rms_norm(x, eps), 1 + 2**-22), w)
 
-    s = Session(model, n_ctx=256, n_threads=n_threads, norm=nudged)
-    logits["nudged"] = np.array(s.eval(prompt, all_logits=False), copy=True)
-    for label, norm in (("unfused", None), ("fused", rms_norm_mul)):
+    for label, norm in (("nudged", nudged), ("unfused", None), ("fused", rms_norm_mul)):
         s = Session(model, n_ctx=256, n_threads=n_threads, norm=norm)
-        logits[label] = np.array(s.eval(prompt, all_logits=False), copy=True)
-        for step, g in (("decode", s.decode_graph()), ("prefill", s._plan(n_prompt, s.cache.n_kv(), None).graph)):
-            best_total, best_norm, n_norm = float("inf"), float("inf"), 0
-            for _ in range(reps):
-                g.compute(n_threads, profile=True)
-                total = float(g.node_ns.sum()) / 1e6
-                nm, n_norm = _norm_ms(g)
-                best_total, best_norm = min(best_total, total), min(best_norm, nm)
-            results[(label, step)] = (best_total, best_norm, n_norm)
+        logits[label] = np.array(s.eval(prompt), copy=True)
+        if label == "nudged":
+            continue
+        dec, _ = perf.profile_decode(s, n_prompt, 8, reps, np.random.default_rng(1))
+        pre = perf.profile_prefill(s, n_prompt, reps, np.random.default_rng(2))
+        for step, prof in (("decode", dec), ("prefill", pre)):
+            norm_rows = [r for r in prof.rows if r.group in NORM_GROUPS]
+            results[(label, step)] = {
+                "norm_ms": sum(r.ms for r in norm_rows), "norm_nodes": sum(r.nodes for r in norm_rows),
+                "compute_ms": prof.unprofiled_ms, "nodes": prof.n_nodes}
     results["logits"] = {
         "fused_vs_unfused": float(np.abs(logits["fused"] - logits["unfused"]).max()),
         "nudged_vs_unfused": float(np.abs(logits["nudged"] - logits["unfused"]).max()),
@@ -164,12 +166,36 @@ def profile_smollm2(n_threads: int = 2, n_prompt: int = 64, reps: int = 30) -> d
     return results
 
 
+def microbench(n_tokens: int, n_threads: int, reps: int = 200, n_norms: int = 61, n_embd: int = 576) -> dict:
+    """The norms alone: a chain of n_norms norms over [n_embd, n_tokens] (SmolLM2's
+    61 per graph), unfused (2 nodes each) vs fused (1 node); the fastest and the
+    median compute of `reps`, in ms."""
+    import statistics
+    rng = np.random.default_rng(0)
+    ctx = gg.Context()
+    x0 = ctx.from_numpy(rng.standard_normal((n_tokens, n_embd)).astype(np.float32))
+    w = ctx.from_numpy((1 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32))
+    out = {}
+    for label in ("unfused", "fused"):
+        x = x0
+        for _ in range(n_norms):
+            x = gg.mul(gg.rms_norm(x, 1e-5), w) if label == "unfused" else rms_norm_mul(x, w, 1e-5)
+        g = gg.Graph().build_forward_expand(x)
+        g.compute(n_threads)
+        times = []
+        for _ in range(reps):
+            g.compute(n_threads)
+            times.append(g.last_compute_ns / 1e6)
+        out[label] = (min(times), statistics.median(times), len(g.nodes))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", type=int, default=64, help="prefill length for the profile")
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args(argv)
     k = kernel()
     print(f"kernel: {k.path} ({'from the cache' if k.cached else 'compiled now'})")
@@ -177,12 +203,20 @@ def main(argv=None) -> int:
     print("check_op: the fused kernel matches numpy (shapes, layouts, edge values, 1/2/4 threads, simd+scalar)")
     if args.check_only:
         return 0
+    print(f"the norms alone: a chain of 61 norms over [576, n_tokens], fastest / median of 200 computes:")
+    for n_tokens in (1, args.prompt):
+        for nt in sorted({1, args.threads}):
+            mb = microbench(n_tokens, nt)
+            print("  " + f"n_tokens={n_tokens:<3d} threads={nt}: " + ", ".join(
+                f"{label} ({n} nodes) {lo:.3f} / {med:.3f} ms" for label, (lo, med, n) in mb.items()))
     r = profile_smollm2(args.threads, args.prompt, args.reps)
     lg = r.pop("logits")
-    print(f"SmolLM2-135M, {args.threads} threads, best of {args.reps} profiled computes:")
-    print(f"  {'graph':<22s} {'norm nodes':>10s} {'norm ms':>9s} {'graph ms':>9s}")
-    for (label, step), (total, nm, n) in r.items():
-        print(f"  {step + ' ' + label:<22s} {n:>10d} {nm:>9.3f} {total:>9.3f}")
+    print(f"SmolLM2-135M Q4_1, {args.threads} threads, {args.prompt}-token prompt, {args.reps} reps "
+          f"(norm: fastest profiled run; compute: median unprofiled):")
+    print(f"  {'graph':<18s} {'nodes':>6s} {'norm nodes':>10s} {'norm ms':>9s} {'compute ms':>11s}")
+    for (label, step), v in r.items():
+        print(f"  {step + ' ' + label:<18s} {v['nodes']:>6d} {v['norm_nodes']:>10d} {v['norm_ms']:>9.3f} "
+              f"{v['compute_ms']:>11.3f}")
     print(f"  last-token logits: max |fused - unfused| = {lg['fused_vs_unfused']:.3g}, same argmax: "
           f"{lg['same_argmax']}; for scale, the unfused norm nudged by 2^-22 moves them by "
           f"{lg['nudged_vs_unfused']:.3g} (max |logit| {lg['max_abs']:.3g})")

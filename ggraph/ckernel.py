@@ -31,6 +31,7 @@ import shlex
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 from cffi import FFI
@@ -97,7 +98,7 @@ class CKernel:
             source, name, self.cc, *_base_flags(), "|", *self.flags, headers_version()]).encode()).hexdigest()
         self.key = key[:24]
         self.path = self.cache_dir / f"{name}-{self.key}.so"
-        self.compiler_output = ""          # warnings of the compile (empty when loaded from the cache)
+        self.compiler_output = ""          # warnings of the compile, also issued as a Python warning
         self.cached = self.path.exists()
         if not self.cached:
             self._compile()
@@ -139,6 +140,8 @@ class CKernel:
             if r.returncode != 0:
                 raise GGraphError(self._explain(msg))
             self.compiler_output = msg
+            if msg.strip():
+                warnings.warn(f"CKernel {self.name}: the compiler warns:\n{msg.rstrip()}", stacklevel=3)
             # rename into place: a concurrent build of the same kernel writes the same bytes
             fd, part = tempfile.mkstemp(dir=self.cache_dir, suffix=".so.part")
             os.close(fd)

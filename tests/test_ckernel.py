@@ -201,3 +201,10 @@ def test_check_op_catches_a_kernel_that_ignores_threads(cache):
                  strategies=_tensor_pair(), threads=(1, 2))
     msg = str(ei.value)
     assert "n_threads=2" in msg and "custom:write_nth" in msg and "worst at index" in msg
+
+
+def test_compiler_warnings_reach_the_user(cache):
+    with pytest.warns(UserWarning, match=r"(?s)CKernel warns_once: the compiler warns:\n.*warns_once.c:2:.*unused variable"):
+        k = gg.CKernel("void warns_once(const gg_params *p, gg_tensor *dst) {\n    int unused;\n}\n", "warns_once",
+                       cache_dir=cache)
+    assert "unused variable" in k.compiler_output
