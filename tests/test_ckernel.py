@@ -1,7 +1,7 @@
 """gg.CKernel: C source compiled once, run by the runtime as a map_custom node."""
 import numpy as np
 import pytest
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 
 import ggraph as gg
 from ggraph.testing import check_op, tensors
@@ -198,7 +198,7 @@ def test_check_op_catches_a_kernel_that_ignores_threads(cache):
     k = gg.CKernel(NTH_SOURCE, "write_nth", cache_dir=cache)
     with pytest.raises(AssertionError) as ei:
         check_op(lambda ctx, a: gg.map_custom1(a, k), lambda a: np.ones_like(a),
-                 strategies=_tensor_pair(), threads=(1, 2))
+                 strategies=_tensor_pair(), threads=(1, 2), settings=settings(max_examples=10, database=None))
     msg = str(ei.value)
     assert "n_threads=2" in msg and "custom:write_nth" in msg and "worst at index" in msg
 
