@@ -242,3 +242,19 @@ def test_fn_writing_the_wrong_shape_is_a_clear_error():
     g = gg.Graph().build_forward_expand(gg.map_custom1(a, wrong))
     with pytest.raises(gg.GGraphError, match="custom:wrong raised ValueError"):
         g.compute(2)
+
+
+def test_node_moved_by_another_graph_is_refused_not_misread():
+    ctx = gg.Context()
+    a = ctx.from_numpy(np.ones((2, 4), np.float32))
+    y = gg.map_custom1(a, twice)
+    g1 = gg.Graph().build_forward_expand(y)
+    g1.compute(1)
+    g2 = gg.Graph().build_forward_expand(gg.scale(y, 1.0))
+    g2.compute(1)                                   # g2's plan writes y where g1 placed it
+    g1.build_forward_expand(gg.sqr(a))              # g1 plans again: y moves to a new arena
+    g1.compute(1)
+    np.testing.assert_array_equal(y.numpy(), 2.0)
+    # g2's plan still points at the old place: the function would see other memory than C writes
+    with pytest.raises(gg.GGraphError, match="the node's memory belongs to another graph"):
+        g2.compute(1)
