@@ -31,15 +31,28 @@ struct gg_tensor {
 };
 
 typedef struct gg_threadpool gg_threadpool;
+typedef struct gg_params gg_params;
+
+/* runtime services reached through a table, so that kernels compiled apart
+ * from the runtime (gg.CKernel: a separate .so that cannot link its symbols)
+ * can call them too (ggraph_kernel.h wraps them) */
+typedef struct {
+    int  version;                       /* GG_RUNTIME_VERSION */
+    void (*barrier)(const gg_params *p);
+    void (*fail)(const gg_params *p, int code);
+    void (*cvt_to_f32)(int simd, int type, const void *x, size_t xs, float *y, int64_t n);
+    void (*cvt_from_f32)(int simd, int type, const float *x, void *y, size_t ys, int64_t n);
+} gg_runtime;
 
 /* what every kernel gets besides its dst: the thread's share and scratch */
-typedef struct {
+struct gg_params {
     int    ith, nth;                    /* this thread, threads working on this node */
     size_t wsize;                       /* work buffer shared by all threads of the node */
     void  *wdata;
     int    use_simd;                    /* 0 forces the scalar reference paths */
     gg_threadpool *pool;
-} gg_params;
+    const gg_runtime *rt;
+};
 
 /* a planned graph: built once in Python, run many times */
 typedef struct {
@@ -94,5 +107,8 @@ size_t gg_fa_work_bytes(int64_t dk, int64_t dv, int64_t n_q, int64_t n_head, int
 #define GG_ERR_UNSUPPORTED_TYPE 2
 #define GG_ERR_BAD_INPUT 3
 #define GG_ERR_THREADS 4
+#define GG_ERR_PYTHON 5
+
+#define GG_RUNTIME_VERSION 1
 
 #endif

@@ -42,6 +42,7 @@ enum gg_op {
     GG_OP_COUNT
 };
 
+#ifndef GG_USER_KERNEL
 /* a kernel reports a problem it cannot handle (an unsupported type pair)
  * instead of aborting; the graph stops after the current node */
 void gg_fail(const gg_params *p, int code);
@@ -57,6 +58,12 @@ void gg_barrier(const gg_params *p);
 int  gg_cvt_has(int type);
 void gg_cvt_to_f32(int simd, int type, const void *x, size_t xs, float *y, int64_t n);
 void gg_cvt_from_f32(int simd, int type, const float *x, void *y, size_t ys, int64_t n);
+#else
+/* a kernel built apart from the runtime (gg.CKernel) reaches the same
+ * services through the table in its params */
+static inline void gg_fail(const gg_params *p, int code) { p->rt->fail(p, code); }
+static inline void gg_barrier(const gg_params *p) { p->rt->barrier(p); }
+#endif
 
 /* f32 -> i32 truncating toward zero; NaN and out-of-range give INT32_MIN, as
  * x86's cvttss2si does (a plain C cast would be undefined there) */

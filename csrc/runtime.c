@@ -99,6 +99,7 @@ struct gg_threadpool {
     atomic_int      barrier_count;
     atomic_int      barrier_gen;
     atomic_int      error;
+    atomic_int      error_at_barrier;   /* error as it was when the last barrier opened */
 };
 
 static gg_threadpool gg_pool = {
@@ -120,6 +121,11 @@ void gg_barrier(const gg_params *p) {
     const int gen = atomic_load_explicit(&pool->barrier_gen, memory_order_relaxed);
     if (atomic_fetch_add_explicit(&pool->barrier_count, 1, memory_order_acq_rel) == nth - 1) {
         atomic_store_explicit(&pool->barrier_count, 0, memory_order_relaxed);
+        /* the snapshot every thread reads after this barrier: a fast thread's
+         * gg_fail in the next node must not reach a slow thread that has not
+         * read the flag yet, or that one stops a node early and the others
+         * wait for it at the next barrier forever */
+        atomic_store_explicit(&pool->error_at_barrier, atomic_load(&pool->error), memory_order_relaxed);
         atomic_fetch_add_explicit(&pool->barrier_gen, 1, memory_order_release);
         return;
     }
@@ -136,6 +142,15 @@ void gg_fail(const gg_params *p, int code) {
     atomic_compare_exchange_strong(&p->pool->error, &expected, code);
 }
 
+/* the services kernels built apart from the runtime call (ggraph_kernel.h) */
+static const gg_runtime gg_runtime_services = {
+    .version = GG_RUNTIME_VERSION,
+    .barrier = gg_barrier,
+    .fail = gg_fail,
+    .cvt_to_f32 = gg_cvt_to_f32,
+    .cvt_from_f32 = gg_cvt_from_f32,
+};
+
 static int64_t gg_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -147,7 +162,7 @@ static void gg_compute_thread(gg_threadpool *pool, int ith) {
     gg_params params = {
         .ith = ith, .nth = pool->n_threads,
         .wsize = g->wsize, .wdata = g->wdata,
-        .use_simd = pool->use_simd, .pool = pool,
+        .use_simd = pool->use_simd, .pool = pool, .rt = &gg_runtime_services,
     };
     if (g->node_ns) gg_barrier(&params);     /* workers' wake-up is not node 0's time */
     int64_t t0 = (ith == 0 && g->node_ns) ? gg_now_ns() : 0;
@@ -169,8 +184,10 @@ static void gg_compute_thread(gg_threadpool *pool, int ith) {
             g->node_ns[i] = t1 - t0;
             t0 = t1;
         }
-        /* every thread reads the flag after the same barrier, so all stop together */
-        if (atomic_load_explicit(&pool->error, memory_order_acquire) != GG_OK) {
+        /* every thread reads the same snapshot, taken when the barrier opened, so all stop together */
+        const int err = pool->n_threads == 1 ? atomic_load(&pool->error)
+                                             : atomic_load_explicit(&pool->error_at_barrier, memory_order_acquire);
+        if (err != GG_OK) {
             if (ith == 0) g->failed_node = i;
             break;
         }
@@ -245,6 +262,7 @@ int gg_graph_compute(gg_cgraph *g, int n_threads) {
     pool->n_threads = n_threads;
     pool->use_simd = atomic_load(&gg_use_simd) && GG_AVX2;
     atomic_store(&pool->error, GG_OK);
+    atomic_store(&pool->error_at_barrier, GG_OK);
     atomic_store(&pool->barrier_count, 0);
     atomic_store(&pool->n_finished, 0);
 

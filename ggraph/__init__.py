@@ -15,6 +15,8 @@ from .graph import Graph, default_threads
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 from .backend.ffi import get_use_simd, set_use_simd, simd_available, simd_features
+from .ckernel import CKernel
+from . import testing
 from .quant import (Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, Q8_1, Q8_K, dequantize,
                     quantize)
 
@@ -22,8 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = ["GGraphError", "GGType", "F32", "F16", "BF16", "I32", "as_type", "type_size", "blck_size",
            "row_size", "Tensor", "nelements", "nrows", "nbytes", "element_size", "is_contiguous",
-           "set_name", "format_name", "set_input", "set_output", "Context", "Graph", "default_threads", "simd_available", "simd_features",
-           "set_use_simd", "get_use_simd", "quantize", "dequantize",
+           "set_name", "format_name", "set_input", "set_output", "Context", "Graph", "default_threads", "simd_available",
+           "simd_features", "set_use_simd", "get_use_simd", "quantize", "dequantize", "CKernel", "testing",
            "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
 # `from ggraph import *` leaves Python's own sum/abs alone; gg.sum and gg.abs are ggml's
 __all__ += [name for name in _ops_all if name not in ("sum", "abs")]

@@ -30,7 +30,8 @@ def _cmd_ops(args) -> int:
     from .ops.registry import OPS
     print(f"{'op':16s} {'id':>3s} {'kernel':6s} {'params':22s} traits")
     for name, od in sorted(OPS.items(), key=lambda kv: OP_IDS.get(kv[0], 999)):
-        traits = [t for t, on in (("view", od.view), ("inplace", od.inplace),
+        inplace = "inplace-if-declared" if callable(od.inplace) else "inplace"
+        traits = [t for t, on in (("view", od.view), (inplace, od.inplace),
                                    ("writes-src", od.writes_src is not None),
                                    ("scratch", od.work_size is not None)) if on]
         print(f"{name:16s} {OP_IDS.get(name, -1):3d} {'yes' if has_kernel(name) else 'NO':6s} "

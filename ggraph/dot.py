@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from .errors import GGraphError
+from .ops.registry import op_label
 from .tensor import Tensor
 
 RENDERED = {".svg", ".png", ".pdf"}
@@ -21,7 +22,7 @@ RENDERED = {".svg", ".png", ".pdf"}
 FAMILY_COLORS = {
     "matmul": "#a8c8f0", "norm": "#f5e08c", "softmax": "#f7b883", "rope": "#c9b3e6",
     "attention": "#f29b9b", "elementwise": "#b8e0b0", "copy": "#a9ddd6", "select": "#f2b6d9",
-    "layout": "#d9d2b0", "reduce": "#c2d69b", "view": "#e4e4e4",
+    "layout": "#d9d2b0", "reduce": "#c2d69b", "view": "#e4e4e4", "custom": "#ffc7a1",
 }
 
 
@@ -72,7 +73,7 @@ def to_dot(graph, color_by: str = "op", max_label: int = 24) -> str:
     for i, n in enumerate(graph.nodes):
         ids[n.id] = f"n{i}"
         name = _esc((n.name or f"node_{i}")[:max_label])
-        op = n.op.upper()
+        op = _esc(op_label(n).upper())
         extra = ""
         if color_by == "time":
             frac = graph.node_ns[i] / total if total else 0.0

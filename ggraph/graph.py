@@ -21,7 +21,7 @@ import numpy as np
 
 from .alloc import Allocation, allocate
 from .errors import GGraphError
-from .ops.registry import get_op
+from .ops.registry import get_op, op_label
 from .tensor import Tensor, aligned_bytes
 
 
@@ -81,13 +81,14 @@ class Graph:
     def _invalidate(self) -> None:
         self._plan = None
         self._alloc = None
+        self.node_ns = None             # a profile of fewer nodes no longer lines up
 
     # ---- planning ----
     def _needs_memory(self, t: Tensor) -> bool:
         return t.op is not None and t.view_src is None and (t._buf is None or t._alloc_owner is self)
 
     def _allocate(self) -> None:
-        alloc = allocate(self.nodes, self._needs_memory, lambda n: get_op(n.op).inplace)
+        alloc = allocate(self.nodes, self._needs_memory, lambda n: get_op(n.op).allows_inplace(n))
         arena = aligned_bytes(max(alloc.size, 64))
         for n in self.nodes:
             if n.id in alloc.offsets:
@@ -150,12 +151,13 @@ class Graph:
 
     # ---- looking at it ----
     def profile_by_op(self) -> list[tuple[str, int, float]]:
-        """[(op, count, total ms)] of the last profiled compute, slowest first."""
+        """[(op, count, total ms)] of the last profiled compute, slowest first
+        (custom ops count per user function: "custom:<function name>")."""
         if self.node_ns is None:
             raise GGraphError("no profile yet: run compute(profile=True) first")
         acc: dict[str, list] = defaultdict(lambda: [0, 0])
         for n, ns in zip(self.nodes, self.node_ns):
-            a = acc[n.op]
+            a = acc[op_label(n)]
             a[0] += 1
             a[1] += int(ns)
         return sorted(((op, c, t / 1e6) for op, (c, t) in acc.items()), key=lambda r: -r[2])
@@ -166,7 +168,7 @@ class Graph:
         total = float(self.node_ns.sum()) if self.node_ns is not None else 0.0
         for i, n in enumerate(self.nodes):
             ne = ", ".join(f"{x:5d}" for x in n.ne[:3])
-            row = f" - {i:3d}: [ {ne}] {n.op.upper():>16s} {str(n.type):>5s} {n.name:<24s}"
+            row = f" - {i:3d}: [ {ne}] {op_label(n).upper():>16s} {str(n.type):>5s} {n.name:<24s}"
             if n.is_output:
                 row += " (output)"
             if self.node_ns is not None:

@@ -61,7 +61,7 @@ def _builder(arch: str):
 
 class Session:
     def __init__(self, model, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512,
-                 flash_attn: bool = True, kv_type=F16):
+                 flash_attn: bool = True, kv_type=F16, norm=None):
         hp = model.hparams
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise GGraphError(f"n_ctx must be a positive integer, got {n_ctx!r}")
@@ -72,6 +72,9 @@ class Session:
         self.n_threads = n_threads or default_threads()
         self.n_batch = n_batch
         self.flash_attn = bool(flash_attn)
+        if norm is not None and not callable(norm):
+            raise GGraphError(f"norm must be a function norm(x, w, eps) -> Tensor, got {type(norm).__name__}")
+        self.norm = norm            # replaces rms_norm times weight in the builders (opt-in)
         self._build = _builder(hp.arch)
         fingerprint = f"{hp.arch}/{hp.n_layer}x{hp.n_embd}/{hp.n_vocab}/{model.metadata.get('general.name', '')}"
         self.cache = KVCache(hp.n_layer, hp.n_head_kv * hp.head_dim, hp.n_head_kv * hp.head_dim, n_ctx,
@@ -107,7 +110,7 @@ class Session:
         from .models.common import GraphInputs
         ctx = Context("inputs")
         inputs = GraphInputs.new(ctx, n_tokens, n_kv, n_outputs)
-        logits = self._build(self.model, self.cache, inputs, flash_attn=self.flash_attn)
+        logits = self._build(self.model, self.cache, inputs, flash_attn=self.flash_attn, norm=self.norm)
         g = Graph(f"{self.hparams.arch} n_tokens={n_tokens} n_kv={n_kv}")
         g.build_forward_expand(logits.set_output())
         g.plan()

@@ -40,7 +40,11 @@ def cb(t: gg.Tensor, name: str, il: int = -1) -> gg.Tensor:
     return gg.set_name(t, f"{name}-{il}" if il >= 0 else name)
 
 
-def build_norm(x: gg.Tensor, w: gg.Tensor, eps: float) -> gg.Tensor:
+def build_norm(x: gg.Tensor, w: gg.Tensor, eps: float, norm=None) -> gg.Tensor:
+    """rms_norm times the weight row; `norm(x, w, eps)` replaces the pair (e.g. a
+    fused custom kernel: examples/custom_rms_norm.py)."""
+    if norm is not None:
+        return norm(x, w, eps)
     return gg.mul(gg.rms_norm(x, eps), w)
 
 

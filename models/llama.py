@@ -8,9 +8,10 @@ from .common import GraphInputs, build_attn, build_ffn, build_linear, build_norm
 
 
 def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True,
-                biases: bool = False) -> gg.Tensor:
+                biases: bool = False, norm=None) -> gg.Tensor:
     """Logits [n_vocab, n_outputs] for one micro-batch (n_outputs = n_tokens when
-    inp.out_ids is None). `biases`: Q/K/V have bias vectors (Qwen2)."""
+    inp.out_ids is None). `biases`: Q/K/V have bias vectors (Qwen2). `norm`:
+    norm(x, w, eps) in place of rms_norm times w (default: the two ops)."""
     hp, w = model.hparams, model.tensors
     n_tokens, hd = inp.n_tokens, hp.head_dim
 
@@ -20,7 +21,7 @@ def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True,
     inpL = cb(gg.get_rows(w["token_embd.weight"], inp.tokens), "inp_embd")     # [n_embd, n_tokens]
     for il in range(hp.n_layer):
         p = f"blk.{il}."
-        cur = cb(build_norm(inpL, w[p + "attn_norm.weight"], hp.rms_eps), "attn_norm", il)
+        cur = cb(build_norm(inpL, w[p + "attn_norm.weight"], hp.rms_eps, norm), "attn_norm", il)
         q = cb(build_linear(w[p + "attn_q.weight"], cur, bias(p + "attn_q.bias")), "Qcur", il)
         k = cb(build_linear(w[p + "attn_k.weight"], cur, bias(p + "attn_k.bias")), "Kcur", il)
         v = cb(build_linear(w[p + "attn_v.weight"], cur, bias(p + "attn_v.bias")), "Vcur", il)
@@ -39,9 +40,9 @@ def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True,
             cur = gg.get_rows(cur, inp.out_ids)
             inpL = gg.get_rows(inpL, inp.out_ids)
         ffn_inp = cb(gg.add(cur, inpL), "ffn_inp", il)
-        cur = cb(build_norm(ffn_inp, w[p + "ffn_norm.weight"], hp.rms_eps), "ffn_norm", il)
+        cur = cb(build_norm(ffn_inp, w[p + "ffn_norm.weight"], hp.rms_eps, norm), "ffn_norm", il)
         cur = build_ffn(cur, w[p + "ffn_gate.weight"], w[p + "ffn_up.weight"], w[p + "ffn_down.weight"], il)
         inpL = cb(gg.add(cur, ffn_inp), "l_out", il)
-    cur = cb(build_norm(inpL, w["output_norm.weight"], hp.rms_eps), "result_norm")
+    cur = cb(build_norm(inpL, w["output_norm.weight"], hp.rms_eps, norm), "result_norm")
     out_w = w["token_embd.weight"] if hp.tied_embeddings else w["output.weight"]
     return cb(gg.mul_mat(out_w, cur), "result_output")

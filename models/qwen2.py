@@ -6,5 +6,5 @@ from . import llama
 from .common import GraphInputs
 
 
-def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True):
-    return llama.build_graph(model, cache, inp, flash_attn=flash_attn, biases=True)
+def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True, norm=None):
+    return llama.build_graph(model, cache, inp, flash_attn=flash_attn, biases=True, norm=norm)

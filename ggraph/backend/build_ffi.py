@@ -60,8 +60,13 @@ def compile_args() -> list[str]:
     return args
 
 
+# the C side of map_custom with a Python function calls back into Python here
+# (ggraph/ops/custom.py defines it); "+C" makes it callable from ops_custom.c
+PYTHON_CALLBACKS = 'extern "Python+C" int gg_custom_py_call(const gg_params *p, gg_tensor *dst, int32_t slot);'
+
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
+ffibuilder.cdef(PYTHON_CALLBACKS)
 ffibuilder.set_source(
     "ggraph._C",
     '#include "ggraph.h"\n' + "".join(f'#include "{h.name}"\n' for h in sorted(CSRC.glob("ops_*.h"))),

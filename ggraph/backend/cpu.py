@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import GGraphError
+from ..ops import custom
 from ..ops.registry import get_op
 from ..tensor import Tensor, aligned_bytes
 from .ffi import ERRORS, OP_IDS, ffi, lib
@@ -113,13 +114,21 @@ class CPlan:
         return 0 if self._work is None else self._work.nbytes
 
     def run(self, n_threads: int, profile: bool = False) -> np.ndarray | None:
+        if custom.in_callback():
+            # the executor is busy running this very callback: a nested compute would wait forever
+            raise GGraphError("compute called from inside a custom op's Python function: "
+                              "a custom op cannot run a graph")
         if self._threads_planned != n_threads:
             self._plan_threads(n_threads)
         self.cg.node_ns = self.node_ns if profile else ffi.NULL
         rc = lib.gg_graph_compute(self.cg, n_threads)
         if rc != 0:
             i = self.cg.failed_node
+            if rc == lib.GG_ERR_PYTHON and 0 <= i < len(self.nodes):
+                custom.raise_failure(i, self.nodes[i])
             where = self.nodes[i].label() if 0 <= i < len(self.nodes) else "?"
+            if 0 <= i < len(self.nodes) and "_label" in self.nodes[i].params:
+                where += f" of {self.nodes[i].params['_label']}"      # a custom op: its function
             raise GGraphError(f"compute failed at node {i} {where}: {ERRORS.get(rc, rc)}")
         if profile:
             return np.frombuffer(ffi.buffer(self.node_ns, 8 * len(self.nodes)), dtype=np.int64).copy()

@@ -16,6 +16,7 @@ ERRORS = {
     lib.GG_ERR_UNSUPPORTED_TYPE: "the kernel does not support these types",
     lib.GG_ERR_BAD_INPUT: "the kernel refused its input",
     lib.GG_ERR_THREADS: "could not start worker threads",
+    lib.GG_ERR_PYTHON: "a custom op's Python function failed",
 }
 
 

@@ -34,7 +34,7 @@ N_TASKS_ALL = -1
 class OpDef:
     name: str
     params: str | None = None            # C params struct, e.g. "gg_soft_max_params"
-    inplace: bool = False                # the result may take over src0's memory
+    inplace: bool | Callable = False     # the result may take over src0's memory (or: node -> bool)
     view: bool = False                   # the result is a view: no kernel runs
     n_tasks: int | Callable = N_TASKS_ALL   # threads the kernel can use (N_TASKS_ALL: all)
     work_size: Callable | None = None    # (node, n_threads) -> bytes of scratch
@@ -64,6 +64,9 @@ class OpDef:
         return Tensor(type, ne, nb=nb, op=self.name, src=srcs, params=params,
                       view_src=view_src, view_offs=view_offs)
 
+    def allows_inplace(self, node: Tensor) -> bool:
+        return bool(self.inplace(node)) if callable(self.inplace) else self.inplace
+
     def tasks(self, node: Tensor, n_threads: int) -> int:
         if callable(self.n_tasks):
             return max(1, min(n_threads, int(self.n_tasks(node, n_threads))))
@@ -82,6 +85,11 @@ def defop(name: str, **kw) -> OpDef:
     od = OpDef(name, **kw)
     OPS[name] = od
     return od
+
+
+def op_label(node: Tensor) -> str:
+    """The op as profiles and pictures show it: a custom op by its user function."""
+    return node.params.get("_label") or node.op
 
 
 def get_op(name: str) -> OpDef:

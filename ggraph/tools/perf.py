@@ -9,7 +9,8 @@ node's time, and groups the nodes:
   attention (...)          flash_attn_ext, or kq / soft_max / kqv and their copies
   norms (rms_norm + mul)   rms_norm and the mul by its weight
   rope                     rope_ext on Q and K
-  <op>                     everything else, by op name (add, swiglu, set_rows, ...)
+  <op>                     everything else, by op name (add, swiglu, set_rows, ...;
+                           custom ops as custom:<function name>)
   Python (outside C)       eval() time outside the C compute call, from
                            Session.timings over real eval() calls
 
@@ -71,7 +72,7 @@ def group_of(node, output) -> str | None:
         return "rope"
     if op == "set_rows":
         return "set_rows (KV cache write)"
-    return op
+    return node.params.get("_label") or op          # custom ops by their function: custom:<name>
 
 
 @dataclass
