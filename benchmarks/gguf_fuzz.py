@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from ggraph.tools.gguf_fuzz import MUTATIONS, GGUFDoc, mutate, run_case
     src = resolve_model(a.model)
     doc = GGUFDoc.read(src)
-    counts, per_kind, failures, slowest = Counter(), {}, [], (0.0, "")
+    counts, per_kind, failures, slowest, times = Counter(), {}, [], (0.0, ""), {"loaded": [], "refused": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "mutant.gguf")
         t0 = time.perf_counter()
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
             outcome, detail = run_case(path, time_bound=a.time_bound)
             dt = time.perf_counter() - t0
             counts[outcome] += 1
+            times.get(outcome, []).append(dt)
             per_kind.setdefault(kind, Counter())[outcome] += 1
             if outcome == "failed":
                 failures.append({"kind": kind, "seed": seed, "detail": detail})
@@ -66,12 +67,16 @@ def main(argv=None) -> int:
         if kind in per_kind:
             c = per_kind[kind]
             print(f"  {kind:15s} loaded {c['loaded']:3d}  refused {c['refused']:3d}  failed {c['failed']}")
-    print(f"slowest refusal {slowest[0]:.2f} s ({slowest[1]}); reading the file once takes {t_read:.2f} s")
+    med = {k: sorted(v)[len(v) // 2] if v else 0.0 for k, v in times.items()}
+    print(f"median time per case: refused {med['refused']:.2f} s, loaded (with one token evaluated) "
+          f"{med['loaded']:.2f} s; slowest refusal {slowest[0]:.2f} s ({slowest[1]}); reading the file once "
+          f"takes {t_read:.2f} s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": a.model, "cases": a.cases, "counts": dict(counts),
                        "per_kind": {k: dict(v) for k, v in per_kind.items()}, "failures": failures,
-                       "slowest_refusal_s": round(slowest[0], 3), "read_file_s": round(t_read, 3)}, f, indent=1)
+                       "slowest_refusal_s": round(slowest[0], 3),
+                       "median_s": {k: round(v, 3) for k, v in med.items()}, "read_file_s": round(t_read, 3)}, f, indent=1)
     return 1 if failures else 0
 
 

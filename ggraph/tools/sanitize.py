@@ -50,6 +50,10 @@ def build() -> Path:
     if r.returncode != 0 or "warning:" in r.stderr:
         sys.stderr.write(r.stderr[-5000:])
         raise SystemExit("test-asan: the sanitizer build failed (or warned)")
+    so = next((BUILD / "ggraph").glob("_C*.so"))
+    syms = subprocess.run(["nm", "-D", str(so)], capture_output=True, text=True).stdout
+    if "__asan_report" not in syms or "__ubsan_handle" not in syms:
+        raise SystemExit(f"test-asan: {so} is not instrumented (no __asan_report/__ubsan_handle symbols)")
     return BUILD
 
 
