@@ -118,7 +118,15 @@ def main(argv=None) -> int:
     ap.add_argument("--max-growth", type=float, default=16.0, help="allowed RSS growth after warm-up, MiB")
     ap.add_argument("--json")
     ap.add_argument("--svg")
+    ap.add_argument("--plot-log", metavar="LOG", help="only draw --svg from the report lines of an earlier run's output")
     a = ap.parse_args(argv)
+    if a.plot_log:
+        import re
+        with open(a.plot_log) as f:
+            reports = [(int(m[1]), float(m[2]), float(m[3]), m[4]) for m in
+                       re.finditer(r"^\s*(\d+) tokens\s+RSS\s+([\d.]+) MiB\s+([\d.]+) tok/s.*hash (\w+)", f.read(), re.M)]
+        svg_plot(reports, a.svg, f"ggraph soak: {a.model}, n_ctx {a.n_ctx}, RSS every {a.every} tokens")
+        return 0
     from ggraph.model_files import open_model
     from ggraph.session import Session
     model = open_model(a.model)
