@@ -49,8 +49,9 @@ def contiguous_strides(type: GGType, ne) -> tuple[int, int, int, int]:
 def normalize_ne(ne, what: str = "ne") -> tuple[int, int, int, int]:
     """Pads a 1..4 element shape to 4 and checks every size is a positive int."""
     try:
-        ints = [int(x) for x in ne]
-        if ints != list(ne):          # 2.5 is not a size
+        given = list(ne)
+        ints = [int(x) for x in given]
+        if ints != given:             # 2.5 is not a size
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise GGraphError(f"{what} must be a list of 1 to 4 integers, got {ne!r}") from None
