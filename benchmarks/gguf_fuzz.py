@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                 print(f"FAILED {kind} seed {seed}: {detail}", flush=True)
             if outcome == "refused" and dt > slowest[0]:
                 slowest = (dt, f"{kind} seed {seed}: {detail[:160]}")
-            if (i + 1) % 50 == 0:
+            if (i + 1) % 10 == 0:
                 print(f"{i + 1} cases: {dict(counts)}", flush=True)
     print(f"\n{a.model}: tried {a.cases}, loaded {counts['loaded']}, refused (GGraphError) {counts['refused']}, "
           f"crashes/hangs/other exceptions {counts['failed']}")
