@@ -33,6 +33,16 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def rss_parts() -> str:
+    """Anonymous and file-backed resident memory: mapped weights are file pages the kernel may drop."""
+    parts = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                parts[line.split(":")[0][3:].lower()] = int(line.split()[1]) / 1024
+    return ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+
+
 def soak(session, prompt_ids, n_tokens, n_keep, every, log=print):
     """Generates n_tokens greedily with context shifts; returns (ids, [(tokens, rss, tok/s, hash)])."""
     n_ctx = session.n_ctx
@@ -56,7 +66,7 @@ def soak(session, prompt_ids, n_tokens, n_keep, every, log=print):
             rep = (i + 1, round(rss_mib(), 1), round(every / dt, 1), h.hexdigest()[:16])
             reports.append(rep)
             log(f"{rep[0]:>7} tokens  RSS {rep[1]:8.1f} MiB  {rep[2]:6.1f} tok/s  shifts {n_shifts}  "
-                f"hash {rep[3]}", flush=True)
+                f"hash {rep[3]}  ({rss_parts()} MiB)", flush=True)
             t0 = time.perf_counter()
         if i + 1 == n_tokens:
             break
