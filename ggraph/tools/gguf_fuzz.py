@@ -233,15 +233,16 @@ def mutate(doc: GGUFDoc, kind: str, rng: random.Random) -> bytes:
                                   len(b) - lay.data_offset - t.nbytes + 32, 0])
                 struct.pack_into("<Q", b, at, off % 2**64)
         return bytes(b)
+    arch = next((raw[8:].decode(errors="replace") for k, vt, raw in d.kvs
+                 if k == b"general.architecture" and vt == STR), "llama")
     if kind == "wrong_type":
-        i = _pick_kv(d, rng, rng.choice(["llama.", "tokenizer.", "general."]))
+        i = _pick_kv(d, rng, rng.choice([arch + ".", "tokenizer.", "general."]))
         vt, val = rng.choice([(STR, "x"), (F32, 1.5), (BOOL, 1), (U8, 7), (I64, -5), (ARR, (U32, [1, 2])),
                               (ARR, (STR, ["a"])), (ARR, (ARR, [])), (F64, math.nan), (STR, "")])
         d.kvs[i] = (d.kvs[i][0], vt, encode_value(vt, val))
     elif kind == "hparam":
-        keys = [k for k in d.keys() if k.startswith("llama.")] + ["llama.rope.dimension_count",
-                                                                  "llama.attention.key_length",
-                                                                  "llama.rope.scaling.factor"]
+        keys = [k for k in d.keys() if k.startswith(arch + ".")] + [
+            arch + ".rope.dimension_count", arch + ".attention.key_length", arch + ".rope.scaling.factor"]
         vt, val = rng.choice(_BAD_NUMBERS)
         d.set(rng.choice(keys), vt, val)
     elif kind == "drop_key":
