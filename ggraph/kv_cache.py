@@ -159,6 +159,12 @@ class KVCache:
             bad("checksum mismatch (corrupted)")
         pos = np.frombuffer(body, "<i8", n_kv, 0)
         seq = np.frombuffer(body, "<i8", n_kv, 8 * n_kv)
+        # a cell is free (-1, -1) or holds a position the graphs' I32 inputs can carry
+        wrong = ((pos < -1) | (pos >= 2**31 - 1) | (seq < -1) | (seq >= 2**31 - 1) | ((pos == -1) != (seq == -1)))
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            bad(f"cell {i} has position {int(pos[i])} and sequence {int(seq[i])}, expected both -1 (free) "
+                f"or both in 0..{2**31 - 2}")
         self.clear()
         self.pos[:n_kv] = pos
         self.seq[:n_kv] = seq

@@ -49,9 +49,13 @@ def contiguous_strides(type: GGType, ne) -> tuple[int, int, int, int]:
 def normalize_ne(ne, what: str = "ne") -> tuple[int, int, int, int]:
     """Pads a 1..4 element shape to 4 and checks every size is a positive int."""
     try:
-        ne = [int(x) for x in ne]
-    except (TypeError, ValueError):
+        given = list(ne)
+        ints = [int(x) for x in given]
+        if ints != given:             # 2.5 is not a size
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
         raise GGraphError(f"{what} must be a list of 1 to 4 integers, got {ne!r}") from None
+    ne = ints
     if not 1 <= len(ne) <= GG_MAX_DIMS:
         raise GGraphError(f"{what} must have 1 to 4 dimensions, got {len(ne)}: {ne}")
     if any(x <= 0 for x in ne):

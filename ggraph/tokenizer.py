@@ -219,6 +219,11 @@ class Tokenizer:
         tokenized as ordinary text (user-defined tokens are always matched whole, as in llama.cpp)."""
         if not isinstance(text, str):
             raise GGraphError(f"tokenizer.encode: text must be str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:   # lone surrogates: bytes that were not UTF-8 (argv, surrogateescape)
+            raise GGraphError(f"tokenizer.encode: the text is not valid UTF-8 (character {e.start}: "
+                              f"{text[e.start]!r}, e.g. bytes that were not UTF-8 on the command line)") from None
         hf = self._hf
         if not parse_special:
             if self._hf_plain is None:

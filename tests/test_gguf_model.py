@@ -126,13 +126,13 @@ def test_metadata_matches_gguf_reader(tmp_path):
     # the loader reads arrays in one piece; the values must be what gguf's own reader decodes
     path = tmp_path / "tiny.gguf"
     write_model(path, kv={"tokenizer.ggml.scores": ([0.5 * i for i in range(64)], VT.ARRAY),
-                          "tokenizer.ggml.merges": (["t 1", "é ü", "t1 t2", "\u2581 x"], VT.ARRAY),
+                          "test.strings": (["t 1", "é ü", "t1 t2", "\u2581 x"], VT.ARRAY),
                           "test.u64": (2**40, VT.UINT64), "test.i8": (-3, VT.INT8), "test.f64": (0.1, VT.FLOAT64),
                           "test.bools": ([True, False, True], VT.ARRAY), "test.s": ("ünï\ncode", VT.STRING)})
     md = load_gguf(path).metadata
     ref = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
     assert md == ref
-    assert md["tokenizer.ggml.merges"][1] == "é ü" and md["test.bools"] == [True, False, True]
+    assert md["test.strings"][1] == "é ü" and md["test.bools"] == [True, False, True]
     assert md["test.u64"] == 2**40 and md["test.f64"] == 0.1 and md["test.s"] == "ünï\ncode"
 
 
@@ -294,7 +294,7 @@ def test_corrupt_header(tmp_path):
     data = bytearray(path.read_bytes())
     data[4:8] = (99).to_bytes(4, "little")           # version 99
     path.write_bytes(bytes(data))
-    with pytest.raises(gg.GGraphError, match=r"corrupt or unreadable GGUF header .*version 99"):
+    with pytest.raises(gg.GGraphError, match=r"bad GGUF header: version 99, expected one of 2, 3"):
         load_gguf(path)
     data[4:8] = (3).to_bytes(4, "little")
     data[16:24] = (2**40).to_bytes(8, "little")      # absurd KV count: runs off the end
@@ -310,7 +310,7 @@ def test_corrupt_header(tmp_path):
     assert data[32:52] == b"general.architecture"
     data[52:56] = (77).to_bytes(4, "little")
     path.write_bytes(bytes(data))
-    with pytest.raises(gg.GGraphError, match="corrupt or unreadable GGUF header .*77"):
+    with pytest.raises(gg.GGraphError, match="'general.architecture': value has type id 77, expected one of 0..12"):
         load_gguf(path)
 
 

@@ -56,13 +56,22 @@ def compile_args() -> list[str]:
     if os.environ.get("GGRAPH_PORTABLE") != "1" and _compiler_accepts("-march=native"):
         args.append("-march=native")
     if os.environ.get("GGRAPH_SANITIZE") == "1":
-        args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+        args += SANITIZE_FLAGS + ["-fno-omit-frame-pointer", "-g"]
     return args
 
 
 # the C side of map_custom with a Python function calls back into Python here
 # (ggraph/ops/custom.py defines it); "+C" makes it callable from ops_custom.c
 PYTHON_CALLBACKS = 'extern "Python+C" int gg_custom_py_call(const gg_params *p, gg_tensor *dst, int32_t slot);'
+
+# GGRAPH_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, any finding aborts
+# (ggraph/tools/sanitize.py builds this in build/asan and runs tests under it)
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def link_args() -> list[str]:
+    return ["-pthread", "-lm"] + (SANITIZE_FLAGS if os.environ.get("GGRAPH_SANITIZE") == "1" else [])
+
 
 ffibuilder = FFI()
 ffibuilder.cdef(cdef_text())
@@ -73,7 +82,7 @@ ffibuilder.set_source(
     sources=[str(p) for p in sorted(CSRC.glob("*.c"))],
     include_dirs=[str(CSRC)],
     extra_compile_args=compile_args(),
-    extra_link_args=["-pthread", "-lm"],
+    extra_link_args=link_args(),
     depends=[str(p) for p in sorted(CSRC.glob("*.h")) + [CSRC / "ops.def"]],
 )
 

@@ -133,7 +133,7 @@ def can_repeat(b: Tensor, a: Tensor) -> bool:
 def as_int(op: str, arg: str, v) -> int:
     try:
         iv = int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GGraphError(f"{op}: {arg} must be an integer, got {v!r}") from None
     if iv != v:
         raise GGraphError(f"{op}: {arg} must be an integer, got {v!r}")
@@ -143,5 +143,5 @@ def as_int(op: str, arg: str, v) -> int:
 def as_float(op: str, arg: str, v) -> float:
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise GGraphError(f"{op}: {arg} must be a number, got {v!r}") from None

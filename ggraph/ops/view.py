@@ -38,29 +38,42 @@ def _make_view(opdef, op: str, a: Tensor, ne, nb, offset: int, **params) -> Tens
     return t
 
 
+def _args(op: str, a, **ints) -> list[int]:
+    """a checked first, then each size/stride/offset as an int: nothing below computes with junk."""
+    check_tensor(op, "a", a)
+    return [as_int(op, k, v) for k, v in ints.items()]
+
+
 def view_1d(a: Tensor, ne0: int, offset: int = 0) -> Tensor:
-    nb = contiguous_strides(a.type, normalize_ne([ne0]))
+    ne0, offset = _args("view_1d", a, ne0=ne0, offset=offset)
+    nb = contiguous_strides(a.type, normalize_ne([ne0], "view_1d ne"))
     return _make_view(VIEW, "view_1d", a, [ne0], nb, offset)
 
 
 def view_2d(a: Tensor, ne0: int, ne1: int, nb1: int, offset: int = 0) -> Tensor:
+    ne0, ne1, nb1, offset = _args("view_2d", a, ne0=ne0, ne1=ne1, nb1=nb1, offset=offset)
     nb = (a.type.type_size, nb1, nb1 * ne1, nb1 * ne1)
     return _make_view(VIEW, "view_2d", a, [ne0, ne1], nb, offset)
 
 
 def view_3d(a: Tensor, ne0: int, ne1: int, ne2: int, nb1: int, nb2: int, offset: int = 0) -> Tensor:
+    ne0, ne1, ne2, nb1, nb2, offset = _args("view_3d", a, ne0=ne0, ne1=ne1, ne2=ne2, nb1=nb1, nb2=nb2,
+                                            offset=offset)
     nb = (a.type.type_size, nb1, nb2, nb2 * ne2)
     return _make_view(VIEW, "view_3d", a, [ne0, ne1, ne2], nb, offset)
 
 
 def view_4d(a: Tensor, ne0: int, ne1: int, ne2: int, ne3: int, nb1: int, nb2: int, nb3: int,
             offset: int = 0) -> Tensor:
+    ne0, ne1, ne2, ne3, nb1, nb2, nb3, offset = _args("view_4d", a, ne0=ne0, ne1=ne1, ne2=ne2, ne3=ne3,
+                                                      nb1=nb1, nb2=nb2, nb3=nb3, offset=offset)
     nb = (a.type.type_size, nb1, nb2, nb3)
     return _make_view(VIEW, "view_4d", a, [ne0, ne1, ne2, ne3], nb, offset)
 
 
 def view_tensor(a: Tensor) -> Tensor:
     """A view with a's own shape and strides."""
+    check_tensor("view_tensor", "a", a)
     return _make_view(VIEW, "view_tensor", a, a.ne, a.nb, 0)
 
 
