@@ -218,6 +218,11 @@ def representative_key(keys: np.ndarray, scores: np.ndarray, repr_topk: int, wei
     return (w[..., None] * sel).sum(axis=0).astype(np.float32)
 
 
+def show_progress(flag: bool | None, n: int, chunk: int) -> bool:
+    """A bar for prompts of several chunks: when asked, or by default on a terminal."""
+    return n > chunk and (flag if flag is not None else sys.stderr.isatty())
+
+
 def progress(done: int, total: int, t0: float, out=None) -> None:
     out = out or sys.stderr
     dt = time.perf_counter() - t0
@@ -239,7 +244,6 @@ class LongContext:
         self.mem = BlockMemory(hp.n_layer, hp.head_dim, hp.n_head_kv, cfg)
         self.retrieval = cfg.mode == "infllm"
         self._plans: OrderedDict[tuple, object] = OrderedDict()
-        self.progress: bool | None = None       # None: only on a terminal
         self.clear()
 
     # ---- the KV-cache questions ----
@@ -361,7 +365,7 @@ class LongContext:
         t0 = time.perf_counter()
         t_c = 0
         outs = []
-        show = n > self.cfg.chunk and (self.progress if self.progress is not None else sys.stderr.isatty())
+        show = show_progress(self.s.progress, n, self.cfg.chunk)
         for start in range(0, n, self.cfg.chunk):
             chunk = toks[start:start + self.cfg.chunk]
             m = len(chunk)

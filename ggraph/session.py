@@ -86,6 +86,7 @@ class Session:
             # window / infllm: no full KV cache; the long context answers its questions
             self.cache = self._long = LongContext(self, self.attn, n_ctx, fingerprint)
         self.n_ctx = self.cache.kv_size
+        self.progress: bool | None = None       # prefill progress bar on stderr; None: only on a terminal
         self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
         self.timings = Timings()
         self._tokenizer = None
@@ -162,6 +163,8 @@ class Session:
         t_c = 0
         outs = []
         n_past = self.cache.seq_pos_max(seq_id) + 1
+        from .infllm import progress, show_progress
+        show = show_progress(self.progress, n, self.n_batch)
         for start in range(0, n, self.n_batch):
             chunk = toks[start:start + self.n_batch]
             m = len(chunk)
@@ -191,6 +194,8 @@ class Session:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(m, -1))
             elif last_chunk:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(-1))
+            if show:
+                progress(start + m, n, t0)
         dt = time.perf_counter() - t0
         tm = self.timings
         tm.t_eval += dt
