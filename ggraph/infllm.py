@@ -109,13 +109,14 @@ class BlockMemory:
         ctx = Context("infllm")
         self.ctx = ctx
 
-        def per_layer(what, n):
-            return [ctx.new_tensor(F16, [self.kvd, n], name=f"{what}_l{il}") for il in range(n_layer)]
-        self.loc_k = per_layer("loc_k", self.l_cap)
-        self.loc_kraw = per_layer("loc_kraw", self.l_cap)
-        self.loc_v = per_layer("loc_v", self.l_cap)
-        self.init_k = per_layer("init_k", max(cfg.n_init, 1))
-        self.init_v = per_layer("init_v", max(cfg.n_init, 1))
+        def per_layer(what, ne):
+            return [ctx.new_tensor(F16, ne, name=f"{what}_l{il}") for il in range(n_layer)]
+        n_init = max(cfg.n_init, 1)
+        self.loc_k = per_layer("loc_k", [self.kvd, self.l_cap])
+        self.loc_kraw = per_layer("loc_kraw", [self.kvd, self.l_cap])
+        self.loc_vt = per_layer("loc_vt", [self.l_cap, self.kvd])
+        self.init_k = per_layer("init_k", [self.kvd, n_init])
+        self.init_vt = per_layer("init_vt", [n_init, self.kvd])
         self.cap = 0
         self.mem_k: list[Tensor] = []
         self.mem_v: list[Tensor] = []
@@ -183,8 +184,12 @@ class BlockMemory:
 
     # ---- numpy views for Python's moves ----
     def ring(self, t: Tensor) -> np.ndarray:
-        """(l_cap or n_init, hkv, d) float16 view of a ring/init tensor."""
+        """(l_cap or n_init, hkv, d) float16 view of a window/init key tensor."""
         return t.numpy().reshape(t.ne[1], self.n_head_kv, self.head_dim)
+
+    def ring_t(self, t: Tensor) -> np.ndarray:
+        """(hkv*d, l_cap or n_init) float16 view of a transposed value tensor."""
+        return t.numpy().reshape(self.kvd, t.ne[0])
 
     def blocks(self, t: Tensor) -> np.ndarray:
         """(cap, hkv, bs, d) float16 view of a block memory tensor."""
@@ -294,12 +299,34 @@ class LongContext:
                     self._to_block(slots)
             self.slot_pos[slots] = -1
             self.score[:, slots] = 0
+        self._compact()
+
+    def _compact(self) -> None:
+        """Moves the window's tokens to the first slots, oldest first (a step reads
+        only the first n_local + n_tokens slots)."""
+        used = np.flatnonzero(self.slot_pos >= 0)
+        order = used[np.argsort(self.slot_pos[used], kind="stable")]
+        n = len(order)
+        if np.array_equal(order, np.arange(n)):
+            return
+        m = self.mem
+        for il in range(self.n_layer):
+            for t in (m.loc_k[il], m.loc_kraw[il]):
+                r = m.ring(t)
+                r[:n] = r[order]
+            vt = m.ring_t(m.loc_vt[il])
+            vt[:, :n] = vt[:, order]
+        self.slot_pos[:n] = self.slot_pos[order]
+        self.slot_pos[n:] = -1
+        self.score[:, :n] = self.score[:, order]
+        self.score[:, n:] = 0
 
     def _to_init(self, slots) -> None:
         a, b = self.init_count, self.init_count + len(slots)
+        m = self.mem
         for il in range(self.n_layer):
-            self.mem.ring(self.mem.init_k[il])[a:b] = self.mem.ring(self.mem.loc_kraw[il])[slots]
-            self.mem.ring(self.mem.init_v[il])[a:b] = self.mem.ring(self.mem.loc_v[il])[slots]
+            m.ring(m.init_k[il])[a:b] = m.ring(m.loc_kraw[il])[slots]
+            m.ring_t(m.init_vt[il])[:, a:b] = m.ring_t(m.loc_vt[il])[:, slots]
         self.init_count = b
 
     def _to_block(self, slots) -> None:
@@ -311,7 +338,8 @@ class LongContext:
         for il in range(self.n_layer):
             keys = m.ring(m.loc_kraw[il])[slots]                               # (bs, hkv, d)
             m.blocks(m.mem_k[il])[b] = keys.transpose(1, 0, 2)
-            m.blocks(m.mem_v[il])[b] = m.ring(m.loc_v[il])[slots].transpose(1, 0, 2)
+            vals = m.ring_t(m.loc_vt[il])[:, slots].T.reshape(len(slots), self.n_head_kv, self.head_dim)
+            m.blocks(m.mem_v[il])[b] = vals.transpose(1, 0, 2)
             m.reprs(il)[b] = representative_key(keys, self.score[il, slots], cfg.repr_topk,
                                                 cfg.repr_weighting, cfg.repr_select)
         self.n_blocks = b + 1
@@ -342,19 +370,20 @@ class LongContext:
     def decode_graph(self) -> Graph:
         return self._plan(1, None).graph
 
-    def _mask(self, pos: np.ndarray, n_sel: int) -> np.ndarray:
+    def _mask(self, pos: np.ndarray, n_sel: int, n_loc: int):
         cfg, m = self.cfg, len(pos)
         cols = [np.broadcast_to(np.arange(cfg.n_init) < self.init_count, (m, cfg.n_init))]
         if n_sel:
             n_valid = min(cfg.topk, self.n_blocks) * cfg.block_size
             cols.append(np.broadcast_to(np.arange(n_sel) < n_valid, (m, n_sel)))
-        sp = self.slot_pos
+        sp = self.slot_pos[:n_loc]
         cols.append((sp[None, :] >= 0) & (sp[None, :] <= pos[:, None]))
         vis = np.concatenate(cols, axis=1)
         return np.where(vis, 0.0, -np.inf).astype(np.float16), cols[-1]
 
     # ---- running ----
     def eval(self, toks: np.ndarray, seq_id: int, all_logits: bool) -> np.ndarray:
+        from .models.infllm import value_slots
         if seq_id != 0:
             raise GGraphError(f"{self.cfg.mode} attention keeps one sequence (seq_id 0), got seq_id {seq_id}")
         n = len(toks)
@@ -370,7 +399,7 @@ class LongContext:
             chunk = toks[start:start + self.cfg.chunk]
             m = len(chunk)
             self._evict()
-            slots = np.flatnonzero(self.slot_pos < 0)[:m]
+            slots = np.arange(self.local_count(), self.local_count() + m)     # after _compact: the next free
             pos = np.arange(self.n_past, self.n_past + m, dtype=np.int64)
             self.slot_pos[slots] = pos
             try:
@@ -379,7 +408,8 @@ class LongContext:
                 inp.tokens.set(chunk)
                 inp.pos.set(pos.astype(np.int32))
                 inp.loc_idx.set(slots.astype(np.int32))
-                mask, vis = self._mask(pos, inp.n_sel)
+                inp.loc_vidx.set(value_slots(self.mem.kvd, self.mem.l_cap, slots))
+                mask, vis = self._mask(pos, inp.n_sel, inp.n_loc)
                 inp.kq_mask.set(mask)
                 if inp.blk_mask is not None:
                     inp.blk_mask.set(np.where(np.arange(self.mem.cap) < self.n_blocks, 0.0, -np.inf))
@@ -395,8 +425,8 @@ class LongContext:
             self.n_past += m
             group = self.n_head // self.n_head_kv
             for il, t in enumerate(inp.loc_score):
-                got = t.numpy().reshape(self.n_head_kv, group, self.mem.l_cap).sum(axis=1)
-                self.score[il] += got.T
+                got = t.numpy().reshape(self.n_head_kv, group, inp.n_loc).sum(axis=1)
+                self.score[il, :inp.n_loc] += got.T
             if all_logits:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(m, -1))
             elif start + m == n:
@@ -427,10 +457,11 @@ class LongContext:
         yield self.slot_pos.astype("<i8")
         yield self.score.astype("<f8")
         for il in range(self.n_layer):
-            for t in (m.loc_k[il], m.loc_kraw[il], m.loc_v[il]):
-                yield m.ring(t)
+            yield m.ring(m.loc_k[il])
+            yield m.ring(m.loc_kraw[il])
+            yield m.ring_t(m.loc_vt[il])
             yield m.ring(m.init_k[il])[:self.init_count]
-            yield m.ring(m.init_v[il])[:self.init_count]
+            yield m.ring_t(m.init_vt[il])[:, :self.init_count]
             if self.retrieval:
                 yield m.blocks(m.mem_k[il])[:nb]
                 yield m.blocks(m.mem_v[il])[:nb]

@@ -9,17 +9,22 @@ the identity, so they are used as stored and the query is rotated a second
 time at position n_local for them: the model never sees a distance larger
 than the window.
 
-Per layer, shapes in ne order (d = head_dim, hkv = KV heads, L = local slots,
+Per layer, shapes in ne order (d = head_dim, hkv = KV heads, L = window slots,
 cap = block slots, bs = block size):
-    loc_k, loc_kraw, loc_v  F16 [d*hkv, L]        ring of the window (rotated K, raw K, V)
-    init_k, init_v          F16 [d*hkv, n_init]   the first tokens, raw
+    loc_k, loc_kraw         F16 [d*hkv, L]        the window (rotated K, raw K), one row a token
+    loc_vt                  F16 [L, d*hkv]        its V, transposed (the layout attention reads)
+    init_k / init_vt        F16 [d*hkv, n_init] / [n_init, d*hkv]   the first tokens, raw
     mem_k, mem_v            F16 [d*bs, hkv, cap]  one row = one head's block
     repr                    F32 [d, hkv, cap]     one representative key per block and head
+Python keeps the window's tokens in the first slots, oldest first, so a step with
+n tokens reads only the first n_local + n of them.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import ggraph as gg
 
@@ -30,10 +35,11 @@ class InfLLMInputs:
     tokens: gg.Tensor        # I32 [n_tokens]
     pos: gg.Tensor           # I32 [n_tokens]            real positions (local rotation)
     mem_pos: gg.Tensor       # I32 [n_tokens]            n_local for every token (memory rotation)
-    loc_idx: gg.Tensor       # I32 [n_tokens]            ring slots the batch writes
+    loc_idx: gg.Tensor       # I32 [n_tokens]            window slots the batch writes
+    loc_vidx: gg.Tensor      # I32 [d*hkv * n_tokens]    the same, element by element in loc_vt
     kq_mask: gg.Tensor       # F16 [n_cols, n_tokens]    init | selected blocks | local ring
     blk_mask: gg.Tensor | None   # F32 [cap, 1]          0 for a stored block, -inf for an empty slot
-    loc_vis: gg.Tensor | None    # F32 [L, n_tokens]     1 where the query sees the local key (qk scores)
+    loc_vis: gg.Tensor | None    # F32 [n_loc, n_tokens] 1 where the query sees the local key (qk scores)
     tok_mean: gg.Tensor      # F32 [n_tokens, 1]         1/n_tokens: mean query of the chunk
     tok_ones: gg.Tensor      # F32 [n_tokens, 1]         sum over the chunk's queries
     head_ones: gg.Tensor     # F32 [n_head or group, 1]  sum of scores over heads
@@ -41,9 +47,10 @@ class InfLLMInputs:
     n_tokens: int
     cfg: object
     n_sel: int               # columns of retrieved blocks (topk * block_size, 0 without retrieval)
+    n_loc: int               # window slots read: n_local + n_tokens
     extra: list = field(default_factory=list)       # nodes the graph must run besides the logits
     sel_idx: list = field(default_factory=list)     # per layer: I32 [topk, hkv] chosen blocks
-    loc_score: list = field(default_factory=list)   # per layer: F32 [1, L, n_head] score per local key
+    loc_score: list = field(default_factory=list)   # per layer: F32 [1, n_loc, n_head] score per local key
     infllm: bool = True
 
     @classmethod
@@ -52,27 +59,34 @@ class InfLLMInputs:
             return ctx.new_tensor(t, ne, name=name).set_input()
         retrieval = cfg.mode == "infllm"
         n_sel = cfg.topk * cfg.block_size if retrieval else 0
-        n_cols = cfg.n_init + n_sel + mem.l_cap
+        n_loc = min(mem.l_cap, cfg.n_local + n_tokens)
+        n_cols = cfg.n_init + n_sel + n_loc
         group = n_head // mem.n_head_kv
         n_sum = n_head if cfg.score == "sum_heads" else group
         x = cls(tokens=inp(gg.I32, [n_tokens], "inp_tokens"),
                 pos=inp(gg.I32, [n_tokens], "inp_pos"),
                 mem_pos=inp(gg.I32, [n_tokens], "inp_mem_pos"),
                 loc_idx=inp(gg.I32, [n_tokens], "inp_loc_idx"),
+                loc_vidx=inp(gg.I32, [mem.kvd * n_tokens], "inp_loc_vidx"),
                 kq_mask=inp(gg.F16, [n_cols, n_tokens], "inp_kq_mask"),
                 blk_mask=inp(gg.F32, [mem.cap, 1], "inp_blk_mask") if retrieval else None,
-                loc_vis=(inp(gg.F32, [mem.l_cap, n_tokens], "inp_loc_vis")
+                loc_vis=(inp(gg.F32, [n_loc, n_tokens], "inp_loc_vis")
                          if retrieval and cfg.repr_select == "qk" else None),
                 tok_mean=inp(gg.F32, [n_tokens, 1], "tok_mean"),
                 tok_ones=inp(gg.F32, [n_tokens, 1], "tok_ones"),
                 head_ones=inp(gg.F32, [n_sum, 1], "head_ones"),
                 out_ids=None if n_outputs is None else inp(gg.I32, [n_outputs], "inp_out_ids"),
-                n_tokens=n_tokens, cfg=cfg, n_sel=n_sel)
+                n_tokens=n_tokens, cfg=cfg, n_sel=n_sel, n_loc=n_loc)
         x.mem_pos.set([cfg.n_local] * n_tokens)
         x.tok_mean.set([1.0 / n_tokens] * n_tokens)
         x.tok_ones.set([1.0] * n_tokens)
         x.head_ones.set([1.0] * n_sum)
         return x
+
+
+def value_slots(kvd: int, l_cap: int, slots) -> np.ndarray:
+    """loc_vidx for tokens going to window slots: element f of token i lands at f * l_cap + slots[i]."""
+    return (np.arange(kvd)[None, :] * l_cap + np.asarray(slots)[:, None]).reshape(-1).astype(np.int32)
 
 
 def select_blocks(mem, il: int, inp: InfLLMInputs, q_mem: gg.Tensor) -> gg.Tensor:
@@ -104,36 +118,38 @@ def build_attn_infllm(mem, il: int, inp: InfLLMInputs, q: gg.Tensor, k: gg.Tenso
     cfg, n_tokens = inp.cfg, inp.n_tokens
     d, n_head, hkv = head_dim, q.ne[1], k.ne[1]
     kvd = d * hkv
-    L = mem.l_cap
+    L, n_loc = mem.l_cap, inp.n_loc
     q_loc = gg.rope_ext(q, inp.pos, None, **rope)
     k_loc_new = gg.rope_ext(k, inp.pos, None, **rope)
     q_mem = gg.rope_ext(q, inp.mem_pos, None, **rope)
     # the views below read the set_rows results, so the writes run first
     lk = gg.set_rows(mem.loc_k[il], gg.reshape_2d(k_loc_new, kvd, n_tokens), inp.loc_idx)
-    lv = gg.set_rows(mem.loc_v[il], gg.reshape_2d(v, kvd, n_tokens), inp.loc_idx)
+    # V goes in transposed, one element per row, so attention reads it without a copy
+    lv = gg.set_rows(gg.reshape_2d(mem.loc_vt[il], 1, L * kvd), gg.reshape_2d(v, 1, kvd * n_tokens), inp.loc_vidx)
     # raw keys are kept for the move into block memory; nothing in this step reads them
     inp.extra.append(gg.set_rows(mem.loc_kraw[il], gg.reshape_2d(k, kvd, n_tokens), inp.loc_idx))
     ts, rb = gg.row_size(gg.F16, d), gg.row_size(gg.F16, kvd)
     qq_loc = gg.permute(q_loc, 0, 2, 1, 3)                               # [d, n_tokens, n_head]
     qq_mem = gg.permute(q_mem, 0, 2, 1, 3)
 
-    def head_major(t, n):           # [kvd, n] rows -> [d, n, hkv] keys, [n, d, hkv] values
-        return gg.view_3d(t, d, hkv, n, ts, rb, 0)
+    def keys(t, n):                 # [kvd, n] rows -> [d, n, hkv]
+        return gg.permute(gg.view_3d(t, d, hkv, n, ts, rb, 0), 0, 2, 1, 3)
+
+    def values_t(t, n, stride):     # [stride, kvd] transposed V -> [n, d, hkv]
+        return gg.view_3d(t, n, d, hkv, stride * 2, stride * 2 * d, 0)
 
     parts = []                                                           # (kq [n, n_tokens, n_head], v^T [n, d, hkv])
     if cfg.n_init:
-        ki = gg.permute(head_major(mem.init_k[il], cfg.n_init), 0, 2, 1, 3)
-        vi = gg.cont(gg.permute(head_major(mem.init_v[il], cfg.n_init), 1, 2, 0, 3))
-        parts.append((gg.mul_mat(ki, qq_mem), vi))
+        parts.append((gg.mul_mat(keys(mem.init_k[il], cfg.n_init), qq_mem),
+                      values_t(mem.init_vt[il], cfg.n_init, cfg.n_init)))
     if inp.n_sel:
         idx = select_blocks(mem, il, inp, q_mem)
         inp.sel_idx.append(idx.set_output())
         ks = gg.reshape_3d(gg.get_rows(mem.block_rows(mem.mem_k[il]), idx), d, inp.n_sel, hkv)   # F32
         vs = gg.reshape_3d(gg.get_rows(mem.block_rows(mem.mem_v[il]), idx), d, inp.n_sel, hkv)
         parts.append((gg.mul_mat(ks, qq_mem), gg.cont(gg.transpose(vs))))
-    kl = gg.permute(head_major(lk, L), 0, 2, 1, 3)                       # [d, L, hkv]
-    kq_loc = gg.mul_mat(kl, qq_loc)                                      # [L, n_tokens, n_head]
-    parts.append((kq_loc, gg.cont(gg.permute(head_major(lv, L), 1, 2, 0, 3))))
+    kq_loc = gg.mul_mat(keys(lk, n_loc), qq_loc)                         # [n_loc, n_tokens, n_head]
+    parts.append((kq_loc, values_t(lv, n_loc, L)))
 
     kq = parts[0][0]
     for p, _ in parts[1:]:
@@ -151,6 +167,6 @@ def build_attn_infllm(mem, il: int, inp: InfLLMInputs, q: gg.Tensor, k: gg.Tenso
         if cfg.repr_select == "qk":
             src = gg.mul(kq_loc, inp.loc_vis)                            # raw q.k of the queries that see it
         else:
-            src = gg.view_3d(kq, L, n_tokens, n_head, kq.nb[1], kq.nb[2], (off - L) * 4)   # attention mass
+            src = gg.view_3d(kq, n_loc, n_tokens, n_head, kq.nb[1], kq.nb[2], (off - n_loc) * 4)   # attention
         inp.loc_score.append(gg.mul_mat(inp.tok_ones, gg.permute(src, 1, 0, 2, 3)).set_output())
     return gg.cont_2d(gg.permute(out, 0, 2, 1, 3), d * n_head, n_tokens)

@@ -9,7 +9,7 @@ import pytest
 
 import ggraph as gg
 from ggraph.infllm import AttnConfig, BlockMemory, representative_key
-from ggraph.models.infllm import InfLLMInputs, build_attn_infllm
+from ggraph.models.infllm import InfLLMInputs, build_attn_infllm, value_slots
 
 D, NH, HKV = 8, 4, 2                 # head_dim, query heads, KV heads (GQA 2:1)
 BASE = 10000.0
@@ -39,26 +39,38 @@ class Scenario:
         self.cfg, self.n_tok, self.init_count, self.n_blocks = cfg, n_tok, init_count, n_blocks
         self.mem = BlockMemory(1, D, HKV, cfg)
         m, L = self.mem, self.mem.l_cap
-        # a window with gaps: some slots hold older tokens, the chunk goes to free ones
-        n_old = L - n_tok - 3
+        # the step reads the first n_local + n_tok slots; put gaps in them (the graph must not
+        # care where the tokens are) and leave the slots past them full of junk
+        self.n_loc = cfg.n_local + n_tok
+        n_old = cfg.n_local - 2
         base_pos = 1000
-        order = rng.permutation(L)
+        order = rng.permutation(self.n_loc)
         self.slot_pos = np.full(L, -1)
         self.slot_pos[order[:n_old]] = base_pos + rng.permutation(n_old)
         self.slots = np.sort(order[n_old:n_old + n_tok])
         self.pos = base_pos + n_old + np.arange(n_tok)
         self.slot_pos_after = self.slot_pos.copy()
         self.slot_pos_after[self.slots] = self.pos
-        for t in (m.loc_k[0], m.loc_kraw[0], m.loc_v[0], m.init_k[0], m.init_v[0]):
+        for t in (m.loc_k[0], m.loc_kraw[0], m.init_k[0]):
             m.ring(t)[:] = rng.standard_normal(m.ring(t).shape)
+        for t in (m.loc_vt[0], m.init_vt[0]):
+            m.ring_t(t)[:] = rng.standard_normal(m.ring_t(t).shape)
         if cfg.mode == "infllm":
             m.blocks(m.mem_k[0])[:] = rng.standard_normal(m.blocks(m.mem_k[0]).shape)
             m.blocks(m.mem_v[0])[:] = rng.standard_normal(m.blocks(m.mem_v[0]).shape)
             # block representatives of very different strengths, so the ranking has margins
             scale = rng.permutation(m.cap)[:, None, None] * 0.3 + 0.1
             m.reprs(0)[:] = rng.standard_normal(m.reprs(0).shape) * scale
-        self.before = {name: m.ring(getattr(m, name)[0]).astype(np.float64)
-                       for name in ("loc_k", "loc_kraw", "loc_v", "init_k", "init_v")}
+        self.before = {}
+        self.snapshot()
+
+    def snapshot(self):
+        m = self.mem
+        for name in ("loc_k", "loc_kraw", "init_k"):
+            self.before[name] = m.ring(getattr(m, name)[0]).astype(np.float64)
+        for name in ("loc_vt", "init_vt"):         # as (n, hkv, d) like the keys
+            vt = m.ring_t(getattr(m, name)[0]).astype(np.float64)
+            self.before[name[:-1]] = vt.T.reshape(vt.shape[1], HKV, D)
 
     def inputs(self, inp, q, k, v, qv, kv, vv):
         cfg, L = self.cfg, self.mem.l_cap
@@ -67,7 +79,9 @@ class Scenario:
         v.set(vv)
         inp.pos.set(self.pos.astype(np.int32))
         inp.loc_idx.set(self.slots.astype(np.int32))
-        vis_loc = (self.slot_pos_after[None, :] >= 0) & (self.slot_pos_after[None, :] <= self.pos[:, None])
+        inp.loc_vidx.set(value_slots(HKV * D, L, self.slots))
+        sp = self.slot_pos_after[:self.n_loc]
+        vis_loc = (sp[None, :] >= 0) & (sp[None, :] <= self.pos[:, None])
         cols = [np.broadcast_to(np.arange(cfg.n_init) < self.init_count, (self.n_tok, cfg.n_init))]
         if inp.n_sel:
             n_valid = min(cfg.topk, self.n_blocks) * cfg.block_size
@@ -79,14 +93,14 @@ class Scenario:
         if inp.loc_vis is not None:
             inp.loc_vis.set(vis_loc.astype(np.float32))
         self.vis_loc = vis_loc
-        assert L == vis_loc.shape[1]
+        assert inp.n_loc == self.n_loc and L > self.n_loc
 
     def reference(self, qv, kv, vv):
         """float64: (chosen blocks (topk, HKV) or None, output (n_tok, NH*D), local scores (NH, L))."""
         cfg, m, b = self.cfg, self.mem, self.before
         g = NH // HKV
         q_loc, q_mem = rope_np(qv, self.pos), rope_np(qv, np.full(self.n_tok, cfg.n_local))
-        loc_k, loc_v = b["loc_k"].copy(), b["loc_v"].copy()
+        loc_k, loc_v = b["loc_k"][:self.n_loc].copy(), b["loc_v"][:self.n_loc].copy()
         loc_k[self.slots] = f16(rope_np(kv, self.pos))
         loc_v[self.slots] = f16(vv)
         keys = [b["init_k"][:cfg.n_init]]
@@ -184,11 +198,13 @@ def test_layer_matches_numpy(kw, n_tok):
                                           err_msg=f"{what}: raw keys written to the ring")
             np.testing.assert_allclose(m.ring(m.loc_k[0])[sc.slots], rope_np(kv, sc.pos), atol=2e-3,
                                        err_msg=f"{what}: rotated keys written to the ring")
+            vt = m.ring_t(m.loc_vt[0])
+            np.testing.assert_array_equal(vt[:, sc.slots].T, vv.reshape(n_tok, -1).astype(np.float16),
+                                          err_msg=f"{what}: values written to the ring")
             untouched = np.setdiff1d(np.arange(m.l_cap), sc.slots)
-            np.testing.assert_array_equal(m.ring(m.loc_v[0])[untouched], sc.before["loc_v"][untouched],
+            np.testing.assert_array_equal(vt[:, untouched].T.reshape(-1, HKV, D), sc.before["loc_v"][untouched],
                                           err_msg=f"{what}: other ring slots")
-            sc.before.update({name: m.ring(getattr(m, name)[0]).astype(np.float64)
-                              for name in ("loc_k", "loc_kraw", "loc_v")})
+            sc.snapshot()
 
 
 def test_memory_rotation_is_a_fixed_distance():
