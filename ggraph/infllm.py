@@ -249,6 +249,10 @@ class LongContext:
         self.mem = BlockMemory(hp.n_layer, hp.head_dim, hp.n_head_kv, cfg)
         self.retrieval = cfg.mode == "infllm"
         self._plans: OrderedDict[tuple, object] = OrderedDict()
+        # the prompt token whose logits are asked for gets a step of its own, so it retrieves
+        # blocks with its own query (as a decode step) and not with its chunk's mean query,
+        # which is mostly about the text before it
+        self.split_last = True
         self.clear()
 
     # ---- the KV-cache questions ----
@@ -395,8 +399,11 @@ class LongContext:
         t_c = 0
         outs = []
         show = show_progress(self.s.progress, n, self.cfg.chunk)
-        for start in range(0, n, self.cfg.chunk):
-            chunk = toks[start:start + self.cfg.chunk]
+        bounds = list(range(0, n, self.cfg.chunk)) + [n]
+        if self.split_last and not all_logits and n > 1 and bounds[-2] != n - 1:
+            bounds.insert(-1, n - 1)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            chunk = toks[start:stop]
             m = len(chunk)
             self._evict()
             slots = np.arange(self.local_count(), self.local_count() + m)     # after _compact: the next free
