@@ -202,6 +202,7 @@ def test_session_wants_an_attn_config(model):
     (("passkey", "--ctx", "1024,x"), "--ctx must be a comma-separated list"),
     (("passkey", "--depths", "0,2"), "--depths must lie in [0, 1]"),
     (("bench", "--attn", "window", "--infllm-spill", "/no/such/dir"), "an existing directory"),
+    (("bench", "--attn", "infllm", "--profile"), "--profile reads the full-attention KV cache"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     rc = main(list(argv))
@@ -233,3 +234,15 @@ def test_passkey_short_run_retrieves_from_block_memory(capsys):
     import re
     n_prompt = int(re.search(r"prompt (\d+) tokens", err).group(1))
     assert 1400 < n_prompt <= 1536
+
+
+@pytest.mark.slow
+def test_passkey_window_baseline_fails_where_infllm_retrieves(capsys):
+    """The contrast behind the CI run: the same prompt with the window alone loses the key."""
+    argv = ["passkey", "--ctx", "1536", "--depths", "0.3", "--trials", "1", "--seed", "1", "--json",
+            "--attn", "window", "--n-init", "32", "--n-local", "256", "--block-size", "32", "--chunk", "256"]
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    import json
+    assert json.loads(out)["rows"][0]["correct"] == 0, err

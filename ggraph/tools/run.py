@@ -273,6 +273,8 @@ def cmd_perplexity(args) -> int:
 def cmd_bench(args) -> int:
     if args.repetitions < 1:
         raise GGraphError(f"-r must be >= 1, got {args.repetitions}")
+    if args.profile and args.attn != "full":
+        raise GGraphError(f"--profile reads the full-attention KV cache; it does not run with --attn {args.attn}")
     s = open_session(args)
     hp = s.hparams
     rng = np.random.default_rng(0)
