@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import ggraph as gg
 from ggraph.cli import main
@@ -246,3 +247,38 @@ def test_passkey_window_baseline_fails_where_infllm_retrieves(capsys):
     assert rc == 0, err
     import json
     assert json.loads(out)["rows"][0]["correct"] == 0, err
+
+
+@pytest.fixture(scope="module")
+def one_layer(full_model):
+    m = copy.copy(full_model)
+    m.hparams = dataclasses.replace(m.hparams, n_layer=1)
+    return m
+
+
+@settings(max_examples=15, deadline=None)
+@given(mode=st.sampled_from(["infllm", "window"]), n_init=st.integers(0, 5), bs=st.sampled_from([2, 4]),
+       blocks_in_window=st.integers(1, 3), sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8))
+def test_window_bookkeeping_holds_for_any_batching(one_layer, mode, n_init, bs, blocks_in_window, sizes):
+    """Whatever the batch sizes: every position is in exactly one place (initial tokens,
+    a block, or the window), the window holds the newest tokens in order in its first
+    slots, and no query is further than n_local + chunk from a window key."""
+    cfg = AttnConfig(mode=mode, n_init=n_init, n_local=bs * blocks_in_window, block_size=bs, topk=2,
+                     repr_topk=1, chunk=6)
+    s = Session(one_layer, n_ctx=256, attn=cfg)
+    lc = s.cache
+    n = 0
+    for k, size in enumerate(sizes):
+        s.eval(tokens(size, seed=k))
+        n += size
+        local = lc.slot_pos[lc.slot_pos >= 0]
+        what = f"{cfg} after {sizes[:k + 1]}"
+        np.testing.assert_array_equal(lc.slot_pos[:len(local)], np.arange(n - len(local), n), err_msg=what)
+        assert lc.n_past == n, what
+        assert lc.init_count == min(n_init, n - len(local)), what
+        in_blocks = lc.n_blocks * bs
+        if mode == "infllm":
+            assert lc.init_count + in_blocks + len(local) == n, what
+        else:
+            assert lc.n_blocks == 0, what
+        assert len(local) <= cfg.n_local + cfg.chunk, what
