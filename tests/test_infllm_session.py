@@ -37,15 +37,17 @@ def tokens(n, seed=0):
 SMALL = dict(n_init=5, n_local=32, block_size=8, topk=2, repr_topk=3, chunk=16)
 
 
-def layer0_raw_keys(model, toks):
-    """(n, hkv, d) keys of layer 0 before RoPE: they depend on the token only."""
+def layer0_raw_kv(model, toks):
+    """(n, hkv, d) keys (before RoPE) and values of layer 0: they depend on the token only."""
     hp, w = model.hparams, model.tensors
     ctx = gg.Context()
     ids = ctx.from_numpy(np.asarray(toks, np.int32))
     x = gg.mul(gg.rms_norm(gg.get_rows(w["token_embd.weight"], ids), hp.rms_eps), w["blk.0.attn_norm.weight"])
     k = gg.mul_mat(w["blk.0.attn_k.weight"], x).set_output()
-    gg.Graph().build_forward_expand(k).compute(2)
-    return k.numpy().reshape(len(toks), hp.n_head_kv, hp.head_dim)
+    v = gg.mul_mat(w["blk.0.attn_v.weight"], x).set_output()
+    gg.Graph().build_forward_expand(k).build_forward_expand(v).compute(2)
+    shape = (len(toks), hp.n_head_kv, hp.head_dim)
+    return k.numpy().reshape(shape), v.numpy().reshape(shape)
 
 
 def test_window_without_eviction_equals_full_attention(model):
@@ -71,9 +73,11 @@ def test_eviction_moves_whole_blocks_of_the_oldest_tokens(model, mode):
     np.testing.assert_array_equal(in_window, np.arange(150 - len(in_window), 150))    # the newest, no gap
     moved = 150 - len(in_window) - cfg.n_init
     assert moved % cfg.block_size == 0
-    keys = layer0_raw_keys(model, toks)
+    keys, values = layer0_raw_kv(model, toks)
     m = lc.mem
     np.testing.assert_allclose(m.ring(m.init_k[0])[:cfg.n_init], keys[:cfg.n_init], atol=2e-2, rtol=2e-3)
+    init_v = m.ring_t(m.init_vt[0])[:, :cfg.n_init].T.reshape(cfg.n_init, *values.shape[1:])
+    np.testing.assert_allclose(init_v, values[:cfg.n_init], atol=2e-2, rtol=2e-3)
     if mode == "window":
         assert lc.n_blocks == 0
         return
@@ -82,7 +86,9 @@ def test_eviction_moves_whole_blocks_of_the_oldest_tokens(model, mode):
         first = cfg.n_init + b * cfg.block_size
         blk = keys[first:first + cfg.block_size]                                    # (bs, hkv, d)
         np.testing.assert_allclose(m.blocks(m.mem_k[0])[b], blk.transpose(1, 0, 2), atol=2e-2, rtol=2e-3,
-                                   err_msg=f"block {b}")
+                                   err_msg=f"block {b} keys")
+        np.testing.assert_allclose(m.blocks(m.mem_v[0])[b], values[first:first + cfg.block_size].transpose(1, 0, 2),
+                                   atol=2e-2, rtol=2e-3, err_msg=f"block {b} values")
         # uniform weighting: the representative is the mean of repr_topk of the block's keys
         rep = m.reprs(0)[b]
         for h in range(model.hparams.n_head_kv):
