@@ -63,6 +63,7 @@ class AttnConfig:
     repr_select: str = "attn_mass"    # representative tokens: attention received, or summed q.k
     repr_weighting: str = "uniform"   # representative key: mean of them, or weighted by score
     spill_dir: str | None = None      # block memory in memory-mapped files there
+    mem_distance: int | None = None   # distance query -> memory keys; None: n_local (InfLLM)
 
     def __post_init__(self):
         def bad(what, got, want):
@@ -76,6 +77,8 @@ class AttnConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 bad(name, v, f"an integer >= {lo}")
+        if self.mem_distance is not None and (not isinstance(self.mem_distance, int) or self.mem_distance < 0):
+            bad("mem_distance", self.mem_distance, "None or an integer >= 0")
         if self.n_local % self.block_size:
             bad("n_local", self.n_local, f"a multiple of block_size ({self.block_size}): the window gives "
                 "up whole blocks")
@@ -83,6 +86,10 @@ class AttnConfig:
             bad("repr_topk", self.repr_topk, f"<= block_size ({self.block_size})")
         if self.spill_dir is not None and not os.path.isdir(self.spill_dir):
             bad("spill_dir", self.spill_dir, "an existing directory")
+
+    @property
+    def memory_distance(self) -> int:
+        return self.n_local if self.mem_distance is None else self.mem_distance
 
     def key(self) -> dict:
         """What a saved state must match (the spill place may differ)."""

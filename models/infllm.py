@@ -77,7 +77,7 @@ class InfLLMInputs:
                 head_ones=inp(gg.F32, [n_sum, 1], "head_ones"),
                 out_ids=None if n_outputs is None else inp(gg.I32, [n_outputs], "inp_out_ids"),
                 n_tokens=n_tokens, cfg=cfg, n_sel=n_sel, n_loc=n_loc)
-        x.mem_pos.set([cfg.n_local] * n_tokens)
+        x.mem_pos.set([cfg.memory_distance] * n_tokens)
         x.tok_mean.set([1.0 / n_tokens] * n_tokens)
         x.tok_ones.set([1.0] * n_tokens)
         x.head_ones.set([1.0] * n_sum)

@@ -192,6 +192,7 @@ def test_remove_from_only_inside_the_window(model):
     (dict(chunk=1.5), "chunk must be an integer"),
     (dict(score="max"), "score must be one of"),
     (dict(spill_dir="/no/such/dir"), "an existing directory"),
+    (dict(mem_distance=-1), "mem_distance must be None or an integer >= 0"),
 ])
 def test_bad_knobs(kw, message):
     with pytest.raises(gg.GGraphError, match=message):

@@ -57,6 +57,8 @@ def add_attn(p: argparse.ArgumentParser) -> None:
                    help="representative tokens by the attention they receive or by summed q.k")
     g.add_argument("--repr-weighting", choices=REPR_WEIGHTINGS, default=d.repr_weighting,
                    help="representative key: plain mean or weighted by the tokens' scores")
+    g.add_argument("--mem-distance", type=int, default=None, metavar="N",
+                   help="distance between a query and the memory keys (default: --n-local, as InfLLM)")
     g.add_argument("--infllm-spill", default=None, metavar="DIR",
                    help="keep the block memory in memory-mapped files in DIR")
     g.add_argument("--progress", action="store_true", help="prefill progress bar even when stderr is not a terminal")
@@ -67,7 +69,7 @@ def attn_config(args):
     return AttnConfig(mode=args.attn, n_init=args.n_init, n_local=args.n_local, block_size=args.block_size,
                       topk=args.topk, repr_topk=args.repr_topk, chunk=args.chunk, score=args.infllm_score,
                       repr_select=args.repr_select, repr_weighting=args.repr_weighting,
-                      spill_dir=args.infllm_spill)
+                      spill_dir=args.infllm_spill, mem_distance=args.mem_distance)
 
 
 def add_sampling(p: argparse.ArgumentParser) -> None:
