@@ -2,7 +2,7 @@
 # The passkey and decode-speed runs behind docs/long-context.md. Each lane runs its
 # commands one after the other, single-threaded (-t 1: on a loaded 2-core machine two
 # threads lose more at every barrier than they gain); run the lanes side by side.
-#     sh benchmarks/long_context_eval.sh A OUTDIR     (and B, C)
+#     sh benchmarks/long_context_eval.sh A OUTDIR     (and B, C, D)
 set -u
 lane=$1
 out=${2:-/tmp/infllm-eval}
@@ -13,15 +13,20 @@ pk() {  # name, then passkey arguments
 }
 case $lane in
 A)
-    pk smollm2_infllm_16k -m smollm2 --ctx 16384 --depths 0.25,0.5,0.75,1 --trials 1 --attn infllm --n-local 1024
-    pk smollm2_infllm_32k -m smollm2 --ctx 32768 --depths 0.25,0.5,0.75,1 --trials 1 --attn infllm --n-local 1024
+    # --mem-distance 256: SmolLM2 does not read memory keys placed at InfLLM's distance (n_local = 1024)
+    pk smollm2_infllm_16k -m smollm2 --ctx 16384 --depths 0.25,0.5,0.75,1 --trials 1 --attn infllm --n-local 1024 \
+        --topk 4 --mem-distance 256
+    ;;
+D)
+    pk smollm2_infllm_32k -m smollm2 --ctx 32768 --depths 0.25,0.75 --trials 1 --attn infllm --n-local 1024 \
+        --topk 4 --mem-distance 256
     ;;
 B)
     pk smollm2_full_1k -m smollm2 --ctx 1024 --depths 0,0.25,0.5,0.75,1 --trials 4
     pk smollm2_window_16k -m smollm2 --ctx 16384 --depths 0.25,0.5,0.75,1 --trials 1 --attn window --n-local 1024
     pk smollm2_full_16k -m smollm2 --ctx 16384 --depths 0.5 --trials 1
-    pk smollm2_infllm_16k_scoreweighted -m smollm2 --ctx 16384 --depths 0.25,0.5,0.75 --trials 1 --attn infllm \
-        --n-local 1024 --repr-weighting score
+    pk smollm2_infllm_16k_scoreweighted -m smollm2 --ctx 16384 --depths 0.25,0.5,0.75,1 --trials 1 --attn infllm \
+        --n-local 1024 --topk 4 --mem-distance 256 --repr-weighting score
     ;;
 C)
     python benchmarks/long_decode.py -m smollm2 --ctx 4096,16384,32768 -t 1 --json "$out/decode_smollm2.json" \
