@@ -15,25 +15,40 @@ RUNS = [
     ("smollm2_full_16k", "SmolLM2 full, 16k"),
     ("smollm2_window_16k", "SmolLM2 window 1024, 16k"),
     ("smollm2_infllm_16k", "SmolLM2 infllm 1024, 16k"),
-    ("smollm2_infllm_16k_scoreweighted", "SmolLM2 infllm 1024, 16k, score-weighted repr."),
+    ("smollm2_infllm_16k_scoreweighted", "SmolLM2 infllm 1024, 16k, score-weighted"),
     ("smollm2_infllm_32k", "SmolLM2 infllm 1024, 32k"),
     ("qwen_full_8k", "Qwen2.5-Coder-0.5B full, 8k"),
     ("qwen_infllm_8k", "Qwen2.5-Coder-0.5B infllm 1024, 8k"),
-    ("qwen_infllm_32k", "Qwen2.5-Coder-0.5B infllm 1024, 32k"),
 ]
 
 
+def _read(f: Path):
+    if not f.exists() or f.stat().st_size == 0:
+        return None
+    try:
+        return json.loads(f.read_text())
+    except ValueError:
+        return None
+
+
 def load(outdir: Path):
+    """One entry per run; STEM_seedN.json files (more keys, other seeds) are merged into STEM."""
     runs = []
     for stem, label in RUNS:
-        f = outdir / f"{stem}.json"
-        if not f.exists() or f.stat().st_size == 0:
+        parts = [d for d in [_read(outdir / f"{stem}.json")] + [_read(f) for f in
+                 sorted(outdir.glob(f"{stem}_seed*.json"))] if d is not None]
+        if not parts:
             continue
-        try:
-            d = json.loads(f.read_text())
-        except ValueError:
-            continue
-        runs.append((label, d))
+        merged = {}
+        for d in parts:
+            for r in d["rows"]:
+                m = merged.setdefault(r["depth"], {"depth": r["depth"], "correct": 0, "trials": 0, "answers": []})
+                m["correct"] += r["correct"]
+                m["trials"] += r["trials"]
+                m["answers"] += r["answers"]
+        speeds = [d["speeds"][0] for d in parts]
+        sp = {k: sum(x[k] for x in speeds) / len(speeds) for k in ("decode_t_s", "prefill_t_s")}
+        runs.append((label, {"rows": sorted(merged.values(), key=lambda r: r["depth"]), "speeds": [sp]}))
     return runs
 
 
