@@ -35,3 +35,9 @@ C)
         --json "$out/decode_qwen.json" > "$out/decode_qwen.md" 2> "$out/decode_qwen.log"
     ;;
 esac
+# then, with the machine quieter: more keys (other seeds), Qwen, decode speed again
+#   smollm2_infllm_16k_seed1, smollm2_infllm_16k_scoreweighted_seed1: the A / B lines with --seed 1
+#   smollm2_infllm_32k_seed1: the D line with --depths 0.5 --seed 1
+#   qwen_infllm_8k:  passkey -t 1 -m qwen2.5-coder-0.5b --ctx 8192 --depths 0.5 --trials 1 --attn infllm --n-local 1024
+#   qwen_full_8k:    passkey -t 1 -m qwen2.5-coder-0.5b --ctx 8192 --depths 0.5 --trials 1
+#   qwen_infllm_16k: passkey -t 1 -m qwen2.5-coder-0.5b --ctx 16384 --depths 0.5 --trials 1 --attn infllm --n-local 1024

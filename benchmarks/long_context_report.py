@@ -19,6 +19,7 @@ RUNS = [
     ("smollm2_infllm_32k", "SmolLM2 infllm 1024, 32k"),
     ("qwen_full_8k", "Qwen2.5-Coder-0.5B full, 8k"),
     ("qwen_infllm_8k", "Qwen2.5-Coder-0.5B infllm 1024, 8k"),
+    ("qwen_infllm_16k", "Qwen2.5-Coder-0.5B infllm 1024, 16k"),
 ]
 
 
