@@ -61,7 +61,7 @@ def _builder(arch: str):
 
 class Session:
     def __init__(self, model, n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512,
-                 flash_attn: bool = True, kv_type=F16, norm=None):
+                 flash_attn: bool = True, kv_type=F16, norm=None, attn=None):
         hp = model.hparams
         if not isinstance(n_ctx, int) or n_ctx < 1:
             raise GGraphError(f"n_ctx must be a positive integer, got {n_ctx!r}")
@@ -77,9 +77,19 @@ class Session:
         self.norm = norm            # replaces rms_norm times weight in the builders (opt-in)
         self._build = _builder(hp.arch)
         fingerprint = f"{hp.arch}/{hp.n_layer}x{hp.n_embd}/{hp.n_vocab}/{model.metadata.get('general.name', '')}"
-        self.cache = KVCache(hp.n_layer, hp.n_head_kv * hp.head_dim, hp.n_head_kv * hp.head_dim, n_ctx,
-                             type=as_type(kv_type), fingerprint=fingerprint)
+        from .infllm import AttnConfig, LongContext
+        self.attn = attn if attn is not None else AttnConfig()
+        if not isinstance(self.attn, AttnConfig):
+            raise GGraphError(f"attn must be a ggraph.infllm.AttnConfig, got {type(attn).__name__}")
+        self._long = None
+        if self.attn.mode == "full":
+            self.cache = KVCache(hp.n_layer, hp.n_head_kv * hp.head_dim, hp.n_head_kv * hp.head_dim, n_ctx,
+                                 type=as_type(kv_type), fingerprint=fingerprint)
+        else:
+            # window / infllm: no full KV cache; the long context answers its questions
+            self.cache = self._long = LongContext(self, self.attn, n_ctx, fingerprint)
         self.n_ctx = self.cache.kv_size
+        self.progress: bool | None = None       # prefill progress bar on stderr; None: only on a terminal
         self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
         self.timings = Timings()
         self._tokenizer = None
@@ -123,6 +133,8 @@ class Session:
 
     def decode_graph(self, n_kv: int | None = None) -> Graph:
         """The graph of one decode step (for pictures and profiles)."""
+        if self._long is not None:
+            return self._long.decode_graph()
         return self._plan(1, n_kv or self.cache.n_kv(), None).graph
 
     # ---- running ----
@@ -144,6 +156,8 @@ class Session:
         Returns the last token's logits (n_vocab,), or every token's (n, n_vocab).
         """
         toks = self._check_tokens(tokens)
+        if self._long is not None:
+            return self._long.eval(toks, seq_id, all_logits)
         n = len(toks)
         if n > self.n_ctx - self.cache.n_used():
             raise GGraphError(f"the context is full: {n} tokens do not fit; {self.cache.n_used()} of "
@@ -152,6 +166,8 @@ class Session:
         t_c = 0
         outs = []
         n_past = self.cache.seq_pos_max(seq_id) + 1
+        from .infllm import progress, show_progress
+        show = show_progress(self.progress, n, self.n_batch)
         for start in range(0, n, self.n_batch):
             chunk = toks[start:start + self.n_batch]
             m = len(chunk)
@@ -181,6 +197,8 @@ class Session:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(m, -1))
             elif last_chunk:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(-1))
+            if show:
+                progress(start + m, n, t0)
         dt = time.perf_counter() - t0
         tm = self.timings
         tm.t_eval += dt
@@ -227,6 +245,10 @@ class Session:
         return self.cache.state_bytes()
 
     def state_load(self, data: bytes) -> None:
+        from .infllm import STATE_MAGIC
+        if self._long is None and bytes(data[:4]) == STATE_MAGIC:
+            raise GGraphError("cannot load the KV state: it was saved with window/infllm attention; "
+                              "load it into a session with the same attention config")
         self.cache.load_state_bytes(bytes(data))
 
     def state_save_file(self, path) -> None:

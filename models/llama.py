@@ -5,6 +5,7 @@ from __future__ import annotations
 import ggraph as gg
 
 from .common import GraphInputs, build_attn, build_ffn, build_linear, build_norm, cb
+from .infllm import build_attn_infllm
 
 
 def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True,
@@ -31,9 +32,13 @@ def build_graph(model, cache, inp: GraphInputs, *, flash_attn: bool = True,
         rope = dict(n_dims=hp.rope_dim, mode=hp.rope_type, n_ctx_orig=hp.n_ctx_train,
                     freq_base=hp.rope_freq_base, freq_scale=hp.rope_freq_scale,
                     ext_factor=0.0, attn_factor=1.0, beta_fast=32.0, beta_slow=1.0)
-        q = cb(gg.rope_ext(q, inp.pos, None, **rope), "Qcur_rope", il)
-        k = cb(gg.rope_ext(k, inp.pos, None, **rope), "Kcur_rope", il)
-        cur = cb(build_attn(cache, il, inp, q, k, v, hd, flash_attn), "kqv_out", il)
+        if getattr(inp, "infllm", False):
+            # window / infllm: keys kept before RoPE, rotated inside (models/infllm.py)
+            cur = cb(build_attn_infllm(cache, il, inp, q, k, v, hd, rope), "kqv_out", il)
+        else:
+            q = cb(gg.rope_ext(q, inp.pos, None, **rope), "Qcur_rope", il)
+            k = cb(gg.rope_ext(k, inp.pos, None, **rope), "Kcur_rope", il)
+            cur = cb(build_attn(cache, il, inp, q, k, v, hd, flash_attn), "kqv_out", il)
         cur = gg.mul_mat(w[p + "attn_output.weight"], cur)
         if il == hp.n_layer - 1 and inp.out_ids is not None:
             # only the rows whose logits are wanted go on (llama.cpp's inp_out_ids)

@@ -34,6 +34,42 @@ def add_common(p: argparse.ArgumentParser, ctx_default: int = 4096) -> None:
     p.add_argument("-fa", "--flash-attn", choices=("on", "off"), default="on",
                    help="flash_attn_ext (on) or mul_mat + soft_max_ext (off)")
     p.add_argument("--kv-type", default="f16", help="KV cache type: f16 (default), f32, q8_0")
+    add_attn(p)
+
+
+def add_attn(p: argparse.ArgumentParser) -> None:
+    """The long-context flags (docs/long-context.md)."""
+    from ..infllm import AttnConfig, REPR_SELECTS, REPR_WEIGHTINGS, SCORES
+    d = AttnConfig()
+    g = p.add_argument_group("long context (window / infllm attention)")
+    g.add_argument("--attn", choices=("full", "window", "infllm"), default="full",
+                   help="full attention (default); window: initial tokens + local window; "
+                        "infllm: that plus the top-k retrieved memory blocks")
+    g.add_argument("--n-init", type=int, default=d.n_init, help=f"initial tokens kept (default {d.n_init})")
+    g.add_argument("--n-local", type=int, default=d.n_local, help=f"local window (default {d.n_local})")
+    g.add_argument("--block-size", type=int, default=d.block_size, help=f"tokens per block (default {d.block_size})")
+    g.add_argument("--topk", type=int, default=d.topk, help=f"blocks retrieved per chunk (default {d.topk})")
+    g.add_argument("--repr-topk", type=int, default=d.repr_topk,
+                   help=f"representative tokens per block (default {d.repr_topk})")
+    g.add_argument("--chunk", type=int, default=d.chunk, help=f"prefill chunk, one retrieval each (default {d.chunk})")
+    g.add_argument("--infllm-score", choices=SCORES, default=d.score, help="block score over all heads or per KV head")
+    g.add_argument("--repr-select", choices=REPR_SELECTS, default=d.repr_select,
+                   help="representative tokens by the attention they receive or by summed q.k")
+    g.add_argument("--repr-weighting", choices=REPR_WEIGHTINGS, default=d.repr_weighting,
+                   help="representative key: plain mean or weighted by the tokens' scores")
+    g.add_argument("--mem-distance", type=int, default=None, metavar="N",
+                   help="distance between a query and the memory keys (default: --n-local, as InfLLM)")
+    g.add_argument("--infllm-spill", default=None, metavar="DIR",
+                   help="keep the block memory in memory-mapped files in DIR")
+    g.add_argument("--progress", action="store_true", help="prefill progress bar even when stderr is not a terminal")
+
+
+def attn_config(args):
+    from ..infllm import AttnConfig
+    return AttnConfig(mode=args.attn, n_init=args.n_init, n_local=args.n_local, block_size=args.block_size,
+                      topk=args.topk, repr_topk=args.repr_topk, chunk=args.chunk, score=args.infllm_score,
+                      repr_select=args.repr_select, repr_weighting=args.repr_weighting,
+                      spill_dir=args.infllm_spill, mem_distance=args.mem_distance)
 
 
 def add_sampling(p: argparse.ArgumentParser) -> None:
@@ -52,9 +88,12 @@ def open_session(args):
     from ..types import as_type
     if args.threads is not None and args.threads < 1:
         raise GGraphError(f"-t must be >= 1, got {args.threads}")
+    attn = attn_config(args)
     model = open_model(args.model)
     s = Session(model, n_ctx=args.ctx_size, n_threads=args.threads, n_batch=args.batch_size,
-                flash_attn=args.flash_attn == "on", kv_type=as_type(args.kv_type))
+                flash_attn=args.flash_attn == "on", kv_type=as_type(args.kv_type), attn=attn)
+    if args.progress:
+        s.progress = True
     hp = model.hparams
     log(f"model: {model.path} ({hp.arch}, {hp.n_layer} layers, n_embd {hp.n_embd}, "
         f"{hp.n_head}/{hp.n_head_kv} heads, vocab {hp.n_vocab})")
@@ -236,6 +275,8 @@ def cmd_perplexity(args) -> int:
 def cmd_bench(args) -> int:
     if args.repetitions < 1:
         raise GGraphError(f"-r must be >= 1, got {args.repetitions}")
+    if args.profile and args.attn != "full":
+        raise GGraphError(f"--profile reads the full-attention KV cache; it does not run with --attn {args.attn}")
     s = open_session(args)
     hp = s.hparams
     rng = np.random.default_rng(0)
@@ -307,7 +348,8 @@ def cmd_dump_graph(args) -> int:
             raise GGraphError(f"--layers must be >= 1, got {args.layers}")
         model = copy.copy(model)
         model.hparams = dataclasses.replace(model.hparams, n_layer=min(args.layers, model.hparams.n_layer))
-    s = Session(model, n_ctx=args.ctx_size, n_threads=args.threads, flash_attn=args.flash_attn == "on")
+    s = Session(model, n_ctx=args.ctx_size, n_threads=args.threads, flash_attn=args.flash_attn == "on",
+                attn=attn_config(args))
     s.eval([1])
     g = s.decode_graph()
     if args.profile:
@@ -360,3 +402,6 @@ def add_commands(sub) -> None:
     p.add_argument("--layers", type=int, default=None, help="draw only the first N layers")
     p.add_argument("--profile", action="store_true", help="colour nodes by their share of the time")
     p.set_defaults(fn=cmd_dump_graph)
+
+    from . import passkey
+    passkey.add_command(sub)
