@@ -33,6 +33,8 @@ converter table in csrc/ops_copy.c (gg_cvt_get), filled from quants.h.
 """
 from __future__ import annotations
 
+import math
+
 from functools import cache
 
 import numpy as np
@@ -166,7 +168,7 @@ def _cont_nd(op: str, a: Tensor, ne) -> Tensor:
     _check_blocks(op, "a", a, a.type.blck_size, str(a.type))
     ne = [as_int(op, f"ne{i}", x) for i, x in enumerate(ne)]
     check(all(x >= 1 for x in ne), op, f"sizes must be >= 1, got {ne}", a)
-    n = int(np.prod(ne, dtype=np.int64))
+    n = math.prod(ne)              # Python ints: a huge size must not overflow before the check
     check(n == a.nelements(), op, f"cannot make {a.nelements()} elements into ne={ne}", a)
     check(ne[0] % a.type.blck_size == 0, op, f"ne0={ne[0]} is not a whole number of {a.type} blocks of "
           f"{a.type.blck_size} elements", a)
