@@ -411,12 +411,17 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
 }
 #endif
 
+#define GG_FA_SPLIT_MIN 1024
+
 /* the row-at-a-time path cuts the K/V rows of each unit among threads when
  * there are few units (decode: one q row, n_head / g units), each piece giving
  * a partial (unnormalized output, max, sum) that a second phase merges */
 static int64_t gg_fa_nsplit(int64_t n_units, int64_t n_kv, int nth) {
     if (nth <= 1 || n_units >= 2 * nth) return 1;
-    const int64_t ns = GG_MIN((2 * nth + n_units - 1) / n_units, n_kv / 128);
+    /* pieces of at least GG_FA_SPLIT_MIN rows: on short caches the merge and its
+     * barrier cost more than the idle thread (SmolLM2 tg128 from an empty cache,
+     * n_kv 256: 220-227 t/s split in two, 250 not split) */
+    const int64_t ns = GG_MIN((2 * nth + n_units - 1) / n_units, n_kv / GG_FA_SPLIT_MIN);
     return GG_MAX(1, ns);
 }
 
