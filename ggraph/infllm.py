@@ -447,15 +447,7 @@ class LongContext:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(-1))
             if show:
                 progress(start + m, n, t0)
-        dt = time.perf_counter() - t0
-        tm.t_eval += dt
-        tm.t_compute += t_c / 1e9
-        if n == 1:
-            tm.n_gen += 1
-            tm.t_gen += dt
-        else:
-            tm.n_prompt += n
-            tm.t_prompt += dt
+        tm.add_eval(n, time.perf_counter() - t0, t_c)
         return np.concatenate(outs) if all_logits else outs[-1]
 
     def selected_blocks(self) -> list[np.ndarray]:

@@ -38,6 +38,17 @@ class Timings:
     t_eval: float = 0.0            # seconds of all evals
     n_graph_builds: int = 0
 
+    def add_eval(self, n_tokens: int, seconds: float, compute_ns: int) -> None:
+        """Books one eval() of n_tokens (one token: a generation step)."""
+        self.t_eval += seconds
+        self.t_compute += compute_ns / 1e9
+        if n_tokens == 1:
+            self.n_gen += 1
+            self.t_gen += seconds
+        else:
+            self.n_prompt += n_tokens
+            self.t_prompt += seconds
+
     def python_share(self) -> float:
         """Fraction of eval time spent outside the C compute call."""
         return 0.0 if self.t_eval == 0 else max(0.0, 1.0 - self.t_compute / self.t_eval)
@@ -199,16 +210,7 @@ class Session:
                 outs.append(np.array(plan.logits.numpy(), copy=True).reshape(-1))
             if show:
                 progress(start + m, n, t0)
-        dt = time.perf_counter() - t0
-        tm = self.timings
-        tm.t_eval += dt
-        tm.t_compute += t_c / 1e9
-        if n == 1:
-            tm.n_gen += 1
-            tm.t_gen += dt
-        else:
-            tm.n_prompt += n
-            tm.t_prompt += dt
+        self.timings.add_eval(n, time.perf_counter() - t0, t_c)
         return np.concatenate(outs) if all_logits else outs[-1]
 
     def generate(self, prompt_tokens, n_predict: int, sampler, on_token=None, seq_id: int = 0,
