@@ -737,108 +737,73 @@ static float gg_vec_dot_q3_K_q8_K(int simd, int64_t n, const void *vx, const voi
     return sum;
 }
 
-static float gg_vec_dot_q4_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
-    const gg_block_q4_K *x = (const gg_block_q4_K *)vx;
-    const gg_block_q8_K *y = (const gg_block_q8_K *)vy;
-    const int64_t nb = n / GG_QK_K;
-#if GG_AVX2
-    if (simd) {
-        const __m256i m4 = _mm256_set1_epi8(0xf);
-        __m256 acc = _mm256_setzero_ps();
-        __m256 accm = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
-            const __m128i sm = gg_k4_unpack_v(x[b].scales);
-            /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */
-            const __m128i m8 = _mm_unpackhi_epi64(sm, sm);
-            const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm);
-            __m256i sumi = _mm256_setzero_si256();
-            for (int c = 0; c < 4; c++) {
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-                const __m256i ql = _mm256_and_si256(qv, m4);
-                const __m256i qh = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-                const __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c)));
-                const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c + 32)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, gg_scale_one(sc, 2 * c)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, gg_scale_one(sc, 2 * c + 1)));
-            }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        }
-        return gg_hsum_avx(acc) - gg_hsum_avx(accm);
-    }
-#endif
-    float sum = 0.0f;
-    uint8_t q[GG_QK_K], sc[8], mn[8];
-    for (int64_t b = 0; b < nb; b++) {
-        gg_q4k_quants(&x[b], q);
-        gg_k4_unpack(x[b].scales, sc, mn);
-        int32_t sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            int32_t s = 0;
-            for (int l = 0; l < 32; l++) s += q[32 * j + l] * y[b].qs[32 * j + l];
-            sumi += sc[j] * s;
-            summ += mn[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        }
-        sum += y[b].d * (gg_fp16_to_fp32(x[b].d) * (float)sumi - gg_fp16_to_fp32(x[b].dmin) * (float)summ);
-    }
-    return sum;
+/* Q4_K and Q5_K: the same scales, mins and layout; Q5_K adds a fifth bit per
+ * quant from qh (bits 2c and 2c + 1 for chunk c's low and high nibbles).
+ * HIGH_LOAD / HIGH run on the AVX2 path only, QUANTS is the scalar unpacking. */
+#define GG_VEC_DOT_K4(NAME, BT, QUANTS, HIGH_LOAD, HIGH)                                          \
+static float NAME(int simd, int64_t n, const void *vx, const void *vy) {                          \
+    const BT *x = (const BT *)vx;                                                                 \
+    const gg_block_q8_K *y = (const gg_block_q8_K *)vy;                                          \
+    const int64_t nb = n / GG_QK_K;                                                               \
+    GG_VEC_DOT_K4_AVX2(HIGH_LOAD, HIGH)                                                           \
+    float sum = 0.0f;                                                                             \
+    uint8_t q[GG_QK_K], sc[8], mn[8];                                                             \
+    for (int64_t b = 0; b < nb; b++) {                                                            \
+        QUANTS(&x[b], q);                                                                         \
+        gg_k4_unpack(x[b].scales, sc, mn);                                                        \
+        int32_t sumi = 0, summ = 0;                                                               \
+        for (int j = 0; j < 8; j++) {                                                             \
+            int32_t s = 0;                                                                        \
+            for (int l = 0; l < 32; l++) s += q[32 * j + l] * y[b].qs[32 * j + l];                \
+            sumi += sc[j] * s;                                                                    \
+            summ += mn[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);                          \
+        }                                                                                         \
+        sum += y[b].d * (gg_fp16_to_fp32(x[b].d) * (float)sumi - gg_fp16_to_fp32(x[b].dmin) * (float)summ); \
+    }                                                                                             \
+    return sum;                                                                                   \
 }
 
-static float gg_vec_dot_q5_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
-    const gg_block_q5_K *x = (const gg_block_q5_K *)vx;
-    const gg_block_q8_K *y = (const gg_block_q8_K *)vy;
-    const int64_t nb = n / GG_QK_K;
 #if GG_AVX2
-    if (simd) {
-        const __m256i m4 = _mm256_set1_epi8(0xf), m1 = _mm256_set1_epi8(1);
-        __m256 acc = _mm256_setzero_ps();
-        __m256 accm = _mm256_setzero_ps();
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin);
-            const __m128i sm = gg_k4_unpack_v(x[b].scales);
-            /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */
-            const __m128i m8 = _mm_unpackhi_epi64(sm, sm);
-            const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm);
-            const __m256i hb = _mm256_loadu_si256((const __m256i *)x[b].qh);
-            __m256i sumi = _mm256_setzero_si256();
-            for (int c = 0; c < 4; c++) {
-                const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
-                const __m256i hl = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), m1), 4);
-                const __m256i hh = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), m1), 4);
-                const __m256i ql = _mm256_or_si256(_mm256_and_si256(qv, m4), hl);
-                const __m256i qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qv, 4), m4), hh);
-                const __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c)));
-                const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c + 32)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, gg_scale_one(sc, 2 * c)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, gg_scale_one(sc, 2 * c + 1)));
-            }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        }
-        return gg_hsum_avx(acc) - gg_hsum_avx(accm);
+#define GG_VEC_DOT_K4_AVX2(HIGH_LOAD, HIGH)                                                       \
+    if (simd) {                                                                                   \
+        const __m256i m4 = _mm256_set1_epi8(0xf), m1 = _mm256_set1_epi8(1);                       \
+        __m256 acc = _mm256_setzero_ps();                                                         \
+        __m256 accm = _mm256_setzero_ps();                                                        \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin); \
+            const __m128i sm = gg_k4_unpack_v(x[b].scales);                                       \
+            /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */ \
+            const __m128i m8 = _mm_unpackhi_epi64(sm, sm);                                        \
+            const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                   \
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));                \
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)y[b].bsums);                   \
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm); \
+            HIGH_LOAD                                                                             \
+            __m256i sumi = _mm256_setzero_si256();                                                \
+            for (int c = 0; c < 4; c++) {                                                         \
+                const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));       \
+                __m256i ql = _mm256_and_si256(qv, m4);                                            \
+                __m256i qh = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);                      \
+                HIGH                                                                              \
+                const __m256i pl = _mm256_maddubs_epi16(ql, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c))); \
+                const __m256i ph = _mm256_maddubs_epi16(qh, _mm256_loadu_si256((const __m256i *)(y[b].qs + 64 * c + 32))); \
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, gg_scale_one(sc, 2 * c)));     \
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, gg_scale_one(sc, 2 * c + 1))); \
+            }                                                                                     \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);              \
+        }                                                                                         \
+        (void)m1;                                                                                 \
+        return gg_hsum_avx(acc) - gg_hsum_avx(accm);                                              \
     }
+#else
+#define GG_VEC_DOT_K4_AVX2(HIGH_LOAD, HIGH) GG_UNUSED(simd);
 #endif
-    float sum = 0.0f;
-    uint8_t q[GG_QK_K], sc[8], mn[8];
-    for (int64_t b = 0; b < nb; b++) {
-        gg_q5k_quants(&x[b], q);
-        gg_k4_unpack(x[b].scales, sc, mn);
-        int32_t sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            int32_t s = 0;
-            for (int l = 0; l < 32; l++) s += q[32 * j + l] * y[b].qs[32 * j + l];
-            sumi += sc[j] * s;
-            summ += mn[j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        }
-        sum += y[b].d * (gg_fp16_to_fp32(x[b].d) * (float)sumi - gg_fp16_to_fp32(x[b].dmin) * (float)summ);
-    }
-    return sum;
-}
+
+GG_VEC_DOT_K4(gg_vec_dot_q4_K_q8_K, gg_block_q4_K, gg_q4k_quants, , )
+GG_VEC_DOT_K4(gg_vec_dot_q5_K_q8_K, gg_block_q5_K, gg_q5k_quants,
+              const __m256i hb = _mm256_loadu_si256((const __m256i *)x[b].qh);,
+              ql = _mm256_or_si256(ql, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), m1), 4));
+              qh = _mm256_or_si256(qh, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), m1), 4));)
 
 static float gg_vec_dot_q6_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
     const gg_block_q6_K *x = (const gg_block_q6_K *)vx;

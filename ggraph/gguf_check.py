@@ -223,13 +223,16 @@ def _scan(path, buf, size, known_types) -> GGUFLayout:
         cur.fail(f"bad GGUF header: version {version}, expected one of {', '.join(map(str, VERSIONS))}")
     n_tensors = cur.u64("tensor count")
     n_kv = cur.u64("key/value count")
-    left = size - cur.off
-    if n_kv * _MIN_KV > left:
-        cur.fail(f"truncated file: the GGUF header claims {n_kv} key/value pairs, at least {n_kv * _MIN_KV} "
-                 f"bytes, but {left} are left in the file")
-    if n_tensors * _MIN_TENSOR_INFO > left:
-        cur.fail(f"truncated file: the GGUF header claims {n_tensors} tensors, at least "
-                 f"{n_tensors * _MIN_TENSOR_INFO} bytes of tensor infos, but {left} are left in the file")
+
+    def fits(count, min_bytes, what):
+        """A count the header claims, against the bytes left after the cursor."""
+        left = size - cur.off
+        if count * min_bytes > left:
+            cur.fail(f"truncated file: the GGUF header claims {count} {what}, at least {count * min_bytes} "
+                     f"bytes, but {left} are left in the file")
+
+    fits(n_kv, _MIN_KV, "key/value pairs")
+    fits(n_tensors, _MIN_TENSOR_INFO, "tensors (infos)")
     lay = GGUFLayout(path, size, version)
     seen = set()
     for i in range(n_kv):
@@ -254,10 +257,7 @@ def _scan(path, buf, size, known_types) -> GGUFLayout:
         if not _is_pow2(al.value):
             cur.fail(f"metadata key 'general.alignment' is {al.value}, expected a power of two")
         lay.alignment = al.value
-    left = size - cur.off
-    if n_tensors * _MIN_TENSOR_INFO > left:
-        cur.fail(f"truncated file: the GGUF header claims {n_tensors} tensors, at least "
-                 f"{n_tensors * _MIN_TENSOR_INFO} bytes of tensor infos, but {left} are left in the file")
+    fits(n_tensors, _MIN_TENSOR_INFO, "tensors (infos)")
     names = set()
     for i in range(n_tensors):
         start = cur.off
