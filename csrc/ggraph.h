@@ -96,6 +96,8 @@ size_t gg_qgemm_work_bytes(int type, int64_t k, int64_t ncols, int nth);
 /* 0 turns that path off (to measure what it buys); returns the previous setting */
 int  gg_qgemm_enable(int on);
 int  gg_qgemm_built(void);               /* the AVX-512 VNNI tile path is compiled in */
+int  gg_qgemv_enable(int on);            /* rows times one column, AVX-512 VNNI (qgemv.c) */
+int  gg_qgemv_built(void);
 int  gg_fa_tiled_built(void);            /* the AVX-512 tiled flash attention is compiled in */
 int  gg_fa_tiled_enable(int on);         /* 0 turns it off (to measure it); returns the previous setting */
 /* work bytes of flash_attn_ext (its shapes; the kernel checks it has them) */

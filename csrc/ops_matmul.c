@@ -29,6 +29,7 @@
 #include "ggraph_impl.h"
 #include "quants.h"
 #include "qgemm.h"
+#include "qgemv.h"
 #include "vec.h"
 #include "ops_matmul.h"
 
@@ -582,6 +583,11 @@ void gg_fwd_mul_mat(const gg_params *p, gg_tensor *dst) {
          * out interleaved chunks made two threads slower than one once the
          * weights came from memory (the prefetchers lose the stream). */
         if (convert) gg_barrier(p);              /* b is converted by all threads */
+        if (pl.N == 1 && gg_qgemv_usable(src0->type, pl.simd)) {
+            const int64_t r0 = pl.M * p->ith / p->nth, r1 = pl.M * (p->ith + 1) / p->nth;
+            gg_qgemv(src0->type, pl.K, pl.a + r0 * nb01, nb01, r1 - r0, pl.b, pl.c + r0);
+            return;
+        }
         const int64_t c0 = nchunks * p->ith / p->nth, c1 = nchunks * (p->ith + 1) / p->nth;
         for (int64_t chunk = c0; chunk < c1; chunk++) gg_mm_chunk(&pl, chunk);
         return;

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ggraph as gg
-from ggraph.backend.ffi import get_use_simd, lib, set_use_simd
+from ggraph.backend.ffi import get_use_simd, lib, set_kernel_path, set_use_simd
 from ggraph.ops.copy import DEQUANT_TYPES, KV_QUANT_TYPES, c_can_dequantize, c_can_quantize
 from ggraph.ops.matmul import VEC_DOT_TYPE, _broadcast_planes, _round_to
 from ggraph.quant import WEIGHT_TYPES
@@ -140,6 +140,37 @@ def test_mul_mat_property(data, seed):
             b_type=data.draw(st.sampled_from([gg.F32, gg.F16])),
             a_layout=data.draw(st.sampled_from(["contiguous", "gapped", "permuted"])),
             b_layout=data.draw(st.sampled_from(["contiguous", "gapped", "permuted", "transposed"])), seed=seed)
+
+
+@pytest.mark.parametrize("t", [gg.Q4_0, gg.Q4_1, gg.Q5_0, gg.Q5_1, gg.Q8_0], ids=str)
+def test_mat_vec_rows_path_is_bit_identical_to_vec_dot(t):
+    """Matrix-vector products of the 32-value block types take csrc/qgemv.c's
+    AVX-512 path when it is built; it promises the same bits as the type's
+    vec_dot (the path switched off), for every row length: whole and partial
+    groups of 8 blocks, and rows longer than one prepared pass (256 blocks)."""
+    if not lib.gg_qgemv_built():
+        pytest.skip("the AVX-512 VNNI matrix-vector path is not in this build")
+    rng = np.random.default_rng(5)
+    for nb in (1, 2, 3, 5, 7, 8, 9, 18, 48, 255, 256, 257, 520):
+        K, M = 32 * nb, 37
+        ctx = gg.Context()
+        w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=t)
+        x = ctx.from_numpy(rng.standard_normal((1, K)).astype(np.float32))
+        y = gg.mul_mat(w, x)
+        y.set_output()
+        g = gg.Graph().build_forward_expand(y)
+        got = {}
+        try:
+            for on in (False, True):
+                set_kernel_path("qgemv", on)
+                for n in (1, 2, 3):
+                    g.compute(n_threads=n)
+                    got[on, n] = y.numpy().view(np.uint32).copy()
+        finally:
+            set_kernel_path("qgemv", True)
+        for (on, n), bits in got.items():
+            assert np.array_equal(bits, got[False, 1]), \
+                f"mul_mat {t} M={M} N=1 K={K}: qgemv={'on' if on else 'off'} at {n} threads differs from vec_dot"
 
 
 def test_mul_mat_work_size_counts_converted_b():

@@ -35,6 +35,8 @@ def simd_features() -> str:
     parts = ["AVX2/FMA/F16C"]
     if lib.gg_qgemm_built():
         parts.append("AVX-512 VNNI quantized tiles")
+    if lib.gg_qgemv_built():
+        parts.append("AVX-512 VNNI matrix-vector")
     if lib.gg_fa_tiled_built():
         parts.append("AVX-512 tiled attention")
     return " + ".join(parts)
@@ -42,9 +44,10 @@ def simd_features() -> str:
 
 def set_kernel_path(name: str, on: bool) -> bool:
     """Turns one of the SIMD kernels' fast paths on or off, to measure what it buys
-    ("qgemm": quantized matrix-matrix tiles, "fa_tiled": tiled flash attention).
+    ("qgemm": quantized matrix-matrix tiles, "qgemv": quantized matrix-vector rows,
+    "fa_tiled": tiled flash attention).
     Results stay correct either way. Returns the previous setting."""
-    switches = {"qgemm": lib.gg_qgemm_enable, "fa_tiled": lib.gg_fa_tiled_enable}
+    switches = {"qgemm": lib.gg_qgemm_enable, "qgemv": lib.gg_qgemv_enable, "fa_tiled": lib.gg_fa_tiled_enable}
     if name not in switches:
         from ..errors import GGraphError
         raise GGraphError(f"set_kernel_path: unknown path {name!r}; known: {', '.join(switches)}")

@@ -1,0 +1,295 @@
+/*
+ * qgemv.c: block-type weight rows times one column (see qgemv.h), for the
+ * 32-value block types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+ *
+ * Pair layout. One zmm holds two consecutive blocks b, b+1 as
+ *     [b 0..15 | b+1 0..15 | b 16..31 | b+1 16..31]      (16 bytes each)
+ * which is what two 4-bit blocks give with one mask and one shift (low
+ * nibbles are values 0..15, high nibbles 16..31). The column is rearranged
+ * into the same layout once per call, so one vpdpbusd multiplies two blocks
+ * and every int32 lane holds four products of a single block.
+ *
+ * Groups of 8 blocks. The four pair products are reduced to the 8 blocks'
+ * exact integer sums in lane order SIGMA = [0 2 4 6 1 3 5 7] (what the
+ * unpack/add tree yields), then each lane takes the same terms as
+ * quants_plain.c's scalar vec_dot puts into lane b % 8:
+ *     lane = fma(dx * dy, isum, lane);  lane = fma(mx, sy, lane)   (Q4_1/Q5_1)
+ * The column's scales are stored in SIGMA order, the rows' come through one
+ * gather whose offsets are in SIGMA order, and the accumulator stays in
+ * SIGMA order until the final lane sum, which adds in vec_dot's order. The
+ * offsets of the unsigned types go into the integer sums: Q4_0 is
+ * u . y - 8 * sum(y), Q5_0 the same with 16, Q8_0 (signed) is taken as
+ * (x + 128) . y - 128 * sum(y), since vpdpbusd multiplies unsigned by signed.
+ *
+ * A row's last, partial group loads only its blocks and updates only their
+ * lanes (masked gather and fma), so nothing past a row is read and no lane
+ * is touched that vec_dot would not touch.
+ */
+#include <stdatomic.h>
+
+#include "qgemv.h"
+
+static _Atomic int gg_qgemv_on = 1;
+
+int gg_qgemv_enable(int on) { return atomic_exchange(&gg_qgemv_on, on != 0); }
+
+int gg_qgemv_built(void) { return GG_QGEMV; }
+
+static int gg_qgemv_has(int type) {
+    switch (type) {
+    case GG_TYPE_Q4_0: case GG_TYPE_Q4_1: case GG_TYPE_Q5_0: case GG_TYPE_Q5_1: case GG_TYPE_Q8_0:
+        return GG_QGEMV;
+    default:
+        return 0;
+    }
+}
+
+int gg_qgemv_usable(int type, int simd) {
+    return simd && atomic_load(&gg_qgemv_on) && gg_qgemv_has(type);
+}
+
+#if GG_QGEMV
+
+#define GG_INLINE static inline __attribute__((always_inline))
+
+/* blocks of the column prepared per pass: 8 KB of quants and 3 KB of scales
+ * on the stack; rows of k up to 8192 take one pass */
+#define GG_QGEMV_SEG 256
+
+typedef struct {
+    __m512i q[GG_QGEMV_SEG / 2];    /* quants, a pair of blocks per vector */
+    float   d[GG_QGEMV_SEG];        /* scale per block, SIGMA order within each 8 */
+    float   s[GG_QGEMV_SEG];        /* Q8_1's s (d * sum of quants), SIGMA order */
+    int32_t sum[GG_QGEMV_SEG];      /* Q8_0's sum of quants, SIGMA order */
+} gg_qgemv_col;
+
+/* block i (0..7) of a group sits in lane SIGMA^-1(i) */
+static inline int gg_qgemv_lane(int i) { return (i & 1) ? 4 + i / 2 : i / 2; }
+
+/* 32 quants of each of two blocks (the second may be NULL: zeros) -> pair layout */
+GG_INLINE __m512i gg_qgemv_pair8(const int8_t *q0, const int8_t *q1) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)q0);
+    const __m256i b = q1 ? _mm256_loadu_si256((const __m256i *)q1) : _mm256_setzero_si256();
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+/* 16 bytes of nibbles of each of two blocks (the second may be NULL) -> pair layout */
+GG_INLINE __m512i gg_qgemv_pair4(const uint8_t *q0, const uint8_t *q1) {
+    const __m128i a = _mm_loadu_si128((const __m128i *)q0);
+    const __m256i w = q1 ? _mm256_inserti128_si256(_mm256_castsi128_si256(a), _mm_loadu_si128((const __m128i *)q1), 1)
+                         : _mm256_zextsi128_si256(a);
+    const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(w), _mm256_srli_epi16(w, 4), 1);
+    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+}
+
+/* the fifth bits of two Q5 blocks as a byte mask in pair layout */
+GG_INLINE __mmask64 gg_qgemv_bits5(const uint8_t *qh0, const uint8_t *qh1) {
+    uint32_t h0, h1 = 0;
+    memcpy(&h0, qh0, 4);
+    if (qh1) memcpy(&h1, qh1, 4);
+    return (__mmask64)((uint64_t)(h0 & 0xFFFF) | (uint64_t)(h1 & 0xFFFF) << 16 | (uint64_t)(h0 >> 16) << 32 |
+                       (uint64_t)(h1 >> 16) << 48);
+}
+
+/* per type: block size in bytes, where its quants are, its integer offset
+ * (subtracted as off * sum(y)) and whether it has a min (m, at byte 2) */
+GG_INLINE size_t gg_qgemv_ts(const int T) {
+    switch (T) {
+    case GG_TYPE_Q4_0: return sizeof(gg_block_q4_0);
+    case GG_TYPE_Q4_1: return sizeof(gg_block_q4_1);
+    case GG_TYPE_Q5_0: return sizeof(gg_block_q5_0);
+    case GG_TYPE_Q5_1: return sizeof(gg_block_q5_1);
+    default:           return sizeof(gg_block_q8_0);
+    }
+}
+GG_INLINE int gg_qgemv_off_shift(const int T) {    /* log2 of the offset, 0: none */
+    switch (T) {
+    case GG_TYPE_Q4_0: return 3;
+    case GG_TYPE_Q5_0: return 4;
+    case GG_TYPE_Q8_0: return 7;
+    default:           return 0;
+    }
+}
+GG_INLINE int gg_qgemv_has_m(const int T) { return T == GG_TYPE_Q4_1 || T == GG_TYPE_Q5_1; }
+
+/* blocks x0 and x1 (x1 NULL: only x0) of type T as unsigned quants in pair layout */
+GG_INLINE __m512i gg_qgemv_vals(const int T, const char *x0, const char *x1) {
+    switch (T) {
+    case GG_TYPE_Q4_0:
+        return gg_qgemv_pair4(((const gg_block_q4_0 *)x0)->qs, x1 ? ((const gg_block_q4_0 *)x1)->qs : NULL);
+    case GG_TYPE_Q4_1:
+        return gg_qgemv_pair4(((const gg_block_q4_1 *)x0)->qs, x1 ? ((const gg_block_q4_1 *)x1)->qs : NULL);
+    case GG_TYPE_Q5_0: {
+        const gg_block_q5_0 *b0 = (const gg_block_q5_0 *)x0, *b1 = (const gg_block_q5_0 *)x1;
+        const __m512i v = gg_qgemv_pair4(b0->qs, b1 ? b1->qs : NULL);
+        return _mm512_mask_add_epi8(v, gg_qgemv_bits5(b0->qh, b1 ? b1->qh : NULL), v, _mm512_set1_epi8(16));
+    }
+    case GG_TYPE_Q5_1: {
+        const gg_block_q5_1 *b0 = (const gg_block_q5_1 *)x0, *b1 = (const gg_block_q5_1 *)x1;
+        const __m512i v = gg_qgemv_pair4(b0->qs, b1 ? b1->qs : NULL);
+        return _mm512_mask_add_epi8(v, gg_qgemv_bits5(b0->qh, b1 ? b1->qh : NULL), v, _mm512_set1_epi8(16));
+    }
+    default:
+        return _mm512_xor_si512(gg_qgemv_pair8(((const gg_block_q8_0 *)x0)->qs,
+                                               x1 ? ((const gg_block_q8_0 *)x1)->qs : NULL),
+                                _mm512_set1_epi8((char)0x80));
+    }
+}
+
+/* blocks [b0, b0 + n) of the column (n <= GG_QGEMV_SEG) -> c; missing
+ * blocks of the last group are zero */
+static void gg_qgemv_prepare(int vdt, const void *y, int64_t b0, int64_t n, gg_qgemv_col *c) {
+    const int64_t npad = (n + 7) / 8 * 8;
+    for (int64_t k = 0; k < npad; k++) {
+        const int64_t slot = k / 8 * 8 + gg_qgemv_lane((int)(k % 8));
+        float d = 0.0f, s = 0.0f;
+        int32_t sum = 0;
+        if (k < n) {
+            const int8_t *q;
+            if (vdt == GG_TYPE_Q8_1) {
+                const gg_block_q8_1 *yb = (const gg_block_q8_1 *)y + b0 + k;
+                d = gg_fp16_to_fp32(yb->d);
+                s = gg_fp16_to_fp32(yb->s);
+                q = yb->qs;
+            } else {
+                const gg_block_q8_0 *yb = (const gg_block_q8_0 *)y + b0 + k;
+                d = gg_fp16_to_fp32(yb->d);
+                q = yb->qs;
+            }
+            for (int j = 0; j < 32; j++) sum += q[j];
+        }
+        c->d[slot] = d;
+        c->s[slot] = s;
+        c->sum[slot] = sum;
+    }
+    for (int64_t p = 0; p < npad / 2; p++) {
+        const int64_t k0 = 2 * p, k1 = 2 * p + 1;
+        const int8_t *q0 = NULL, *q1 = NULL;
+        if (vdt == GG_TYPE_Q8_1) {
+            if (k0 < n) q0 = ((const gg_block_q8_1 *)y + b0 + k0)->qs;
+            if (k1 < n) q1 = ((const gg_block_q8_1 *)y + b0 + k1)->qs;
+        } else {
+            if (k0 < n) q0 = ((const gg_block_q8_0 *)y + b0 + k0)->qs;
+            if (k1 < n) q1 = ((const gg_block_q8_0 *)y + b0 + k1)->qs;
+        }
+        c->q[p] = q0 ? gg_qgemv_pair8(q0, q1) : _mm512_setzero_si512();
+    }
+}
+
+/* the 8 blocks' integer sums, in SIGMA order, from the 4 pair products */
+GG_INLINE __m256i gg_qgemv_reduce(const __m512i P[4]) {
+    const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi32(P[0], P[1]), _mm512_unpackhi_epi32(P[0], P[1]));
+    const __m512i v = _mm512_add_epi32(_mm512_unpacklo_epi32(P[2], P[3]), _mm512_unpackhi_epi32(P[2], P[3]));
+    const __m512i w = _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v));
+    return _mm256_add_epi32(_mm512_castsi512_si256(w), _mm512_extracti64x4_epi64(w, 1));
+}
+
+/* one group of 8 blocks (or its first n < 8 when partial) of a row into acc */
+GG_INLINE __m256 gg_qgemv_group(const int T, const char *xb, const gg_qgemv_col *c, int64_t g, const int n,
+                                __m256i gidx, __m256 acc) {
+    const size_t ts = gg_qgemv_ts(T);
+    __m512i P[4];
+    for (int j = 0; j < 4; j++) {
+        if (2 * j >= n) {
+            P[j] = _mm512_setzero_si512();
+            continue;
+        }
+        const char *x0 = xb + (size_t)(2 * j) * ts, *x1 = 2 * j + 1 < n ? x0 + ts : NULL;
+        P[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), gg_qgemv_vals(T, x0, x1), c->q[g * 4 + j]);
+    }
+    __m256i isum = gg_qgemv_reduce(P);
+    const int sh = gg_qgemv_off_shift(T);
+    if (sh) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_load_si256((const __m256i *)(c->sum + g * 8)), sh));
+    /* the d (and m) halves of the row's blocks: bytes 0..3 of each */
+    const __mmask8 mask = n >= 8 ? 0xFF : (__mmask8)(0x0F >> (4 - (n + 1) / 2) | (0x0F >> (4 - n / 2)) << 4);
+    const __m256i dm = n >= 8 ? _mm256_i32gather_epi32((const int *)xb, gidx, 1)
+                              : _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), mask, gidx, xb, 1);
+    const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm)), _mm256_load_ps(c->d + g * 8));
+    if (n >= 8) {
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc);
+        if (gg_qgemv_has_m(T))
+            acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16))),
+                                  _mm256_load_ps(c->s + g * 8), acc);
+    } else {
+        acc = _mm256_mask3_fmadd_ps(dd, _mm256_cvtepi32_ps(isum), acc, mask);
+        if (gg_qgemv_has_m(T))
+            acc = _mm256_mask3_fmadd_ps(_mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16))),
+                                        _mm256_load_ps(c->s + g * 8), acc, mask);
+    }
+    return acc;
+}
+
+/* blocks [0, nb) of one row (its part in this pass) against the prepared column */
+GG_INLINE __m256 gg_qgemv_row(const int T, const char *x, int64_t nb, const gg_qgemv_col *c, __m256 acc) {
+    const int ts = (int)gg_qgemv_ts(T);
+    const __m256i gidx = _mm256_setr_epi32(0, 2 * ts, 4 * ts, 6 * ts, ts, 3 * ts, 5 * ts, 7 * ts);
+    int64_t g = 0;
+    for (; 8 * g + 8 <= nb; g++) acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 8, gidx, acc);
+    switch (nb - 8 * g) {
+    case 0: break;
+    case 1: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 1, gidx, acc); break;
+    case 2: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 2, gidx, acc); break;
+    case 3: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 3, gidx, acc); break;
+    case 4: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 4, gidx, acc); break;
+    case 5: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 5, gidx, acc); break;
+    case 6: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 6, gidx, acc); break;
+    default: acc = gg_qgemv_group(T, x + (size_t)(8 * g) * ts, c, g, 7, gidx, acc); break;
+    }
+    return acc;
+}
+
+/* vec_dot's final sum ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) of
+ * lanes held in SIGMA order t = [l0 l2 l4 l6 l1 l3 l5 l7] */
+GG_INLINE float gg_qgemv_lanes_sum(__m256 t) {
+    const __m256 a = _mm256_add_ps(t, _mm256_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));  /* [l0+l4, l2+l6, ..| l1+l5, l3+l7] */
+    const __m256 b = _mm256_add_ps(a, _mm256_permute_ps(a, _MM_SHUFFLE(2, 3, 0, 1)));  /* lane 0, 4: the halves */
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1)));
+}
+
+/* rows per block when k takes several passes: their accumulators wait on the stack */
+#define GG_QGEMV_ROWS 64
+
+GG_INLINE void gg_qgemv_type(const int T, int vdt, int64_t k, const char *a, size_t lda, int64_t nrows,
+                             const void *y, float *out) {
+    const int64_t nb = k / 32;
+    const size_t ts = gg_qgemv_ts(T);
+    gg_qgemv_col col;
+    if (nb <= GG_QGEMV_SEG) {
+        gg_qgemv_prepare(vdt, y, 0, nb, &col);
+        for (int64_t r = 0; r < nrows; r++)
+            out[r] = gg_qgemv_lanes_sum(gg_qgemv_row(T, a + (size_t)r * lda, nb, &col, _mm256_setzero_ps()));
+        return;
+    }
+    __m256 acc[GG_QGEMV_ROWS];
+    for (int64_t r0 = 0; r0 < nrows; r0 += GG_QGEMV_ROWS) {
+        const int64_t nr = GG_MIN(GG_QGEMV_ROWS, nrows - r0);
+        for (int64_t r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
+        for (int64_t b0 = 0; b0 < nb; b0 += GG_QGEMV_SEG) {
+            const int64_t n = GG_MIN(GG_QGEMV_SEG, nb - b0);
+            gg_qgemv_prepare(vdt, y, b0, n, &col);
+            for (int64_t r = 0; r < nr; r++)
+                acc[r] = gg_qgemv_row(T, a + (size_t)(r0 + r) * lda + (size_t)b0 * ts, n, &col, acc[r]);
+        }
+        for (int64_t r = 0; r < nr; r++) out[r0 + r] = gg_qgemv_lanes_sum(acc[r]);
+    }
+}
+
+void gg_qgemv(int type, int64_t k, const char *a, size_t lda, int64_t nrows, const void *y, float *out) {
+    switch (type) {
+    case GG_TYPE_Q4_0: gg_qgemv_type(GG_TYPE_Q4_0, GG_TYPE_Q8_0, k, a, lda, nrows, y, out); break;
+    case GG_TYPE_Q4_1: gg_qgemv_type(GG_TYPE_Q4_1, GG_TYPE_Q8_1, k, a, lda, nrows, y, out); break;
+    case GG_TYPE_Q5_0: gg_qgemv_type(GG_TYPE_Q5_0, GG_TYPE_Q8_0, k, a, lda, nrows, y, out); break;
+    case GG_TYPE_Q5_1: gg_qgemv_type(GG_TYPE_Q5_1, GG_TYPE_Q8_1, k, a, lda, nrows, y, out); break;
+    case GG_TYPE_Q8_0: gg_qgemv_type(GG_TYPE_Q8_0, GG_TYPE_Q8_0, k, a, lda, nrows, y, out); break;
+    default: break;
+    }
+}
+
+#else
+
+void gg_qgemv(int type, int64_t k, const char *a, size_t lda, int64_t nrows, const void *y, float *out) {
+    GG_UNUSED(type); GG_UNUSED(k); GG_UNUSED(a); GG_UNUSED(lda); GG_UNUSED(nrows); GG_UNUSED(y); GG_UNUSED(out);
+}
+
+#endif
