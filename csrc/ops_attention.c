@@ -126,15 +126,6 @@ static bool gg_fa_kv_type_ok(int type) {
     return type == GG_TYPE_F32 || type == GG_TYPE_F16 || type == GG_TYPE_BF16;
 }
 
-/* per-thread scratch in floats for units of g heads: g accumulators, one converted
- * row, and g running maxima and sums, cache lines apart (the Python side's work_size
- * computes the same for g = n_head / n_head_kv, the largest g used) */
-static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
-    const int64_t acc = g * ((dv + 15) / 16 * 16);
-    const int64_t row = (GG_MAX(dk, dv) + 15) / 16 * 16;
-    const int64_t ms = (2 * g + 15) / 16 * 16;
-    return (size_t)(acc + row + ms + 16);
-}
 
 
 /* ---- the tiled path (AVX-512): many q rows against blocks of K/V rows ----
@@ -348,7 +339,27 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
                 }
                 if (!any) continue;
             }
+            /* rows every vector of the unit masks out (the unfilled rows of a padded
+             * cache) are taken as zeros: whatever they hold (NaN, inf) must not reach
+             * the sums, and 0 * NaN would */
+            uint64_t hidden = 0;
+            if (mask && !zero_mask) {
+                hidden = bk >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << bk) - 1);
+                for (int64_t r = 0; r < R && hidden; r++) {
+                    for (int64_t c = 0; c < bk; c += 16) {
+                        const __mmask16 in = bk - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (bk - c)) - 1);
+                        const __m256i mv = _mm256_maskz_loadu_epi16(in, mp[r] + kb + c);
+                        const uint64_t ninf16 = _mm256_mask_cmpeq_epi16_mask(in, mv, _mm256_set1_epi16((short)0xFC00));
+                        hidden &= ~((uint64_t)(~ninf16 & 0xFFFF) << c);
+                    }
+                }
+            }
             for (int64_t c = 0; c < bk; c++) {
+                if (hidden >> c & 1) {
+                    memset(kf + c * DK, 0, (size_t)DK * sizeof(float));
+                    memset(vf + c * DV, 0, (size_t)DV * sizeof(float));
+                    continue;
+                }
                 gg_fa_row_f32(k->type, kbase + (kb + c) * k->nb[1], kf + c * DK, DK);
                 gg_fa_row_f32(v->type, vbase + (kb + c) * v->nb[1], vf + c * DV, DV);
             }
@@ -362,7 +373,7 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
                 for (c = 0; c < bk; c++) {
                     float x = St[c * GG_FA_R + r];
                     if (softcap != 0.0f) x = softcap * tanhf(x);
-                    if (mp[r]) x += slope[r] * gg_fp16_to_fp32(mp[r][kb + c]);
+                    if (mp[r]) x = mp[r][kb + c] == 0xFC00 ? -INFINITY : x + slope[r] * gg_fp16_to_fp32(mp[r][kb + c]);
                     St[c * GG_FA_R + r] = x;
                 }
             }
@@ -410,6 +421,195 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
     }
 }
 #endif
+
+/* ---- the row-at-a-time path's AVX-512 block kernel (decode) ----
+ *
+ * One q row of g heads against a block of up to GG_FA_RB K/V rows, the same
+ * online softmax as the scalar loop in gg_fwd_flash_attn_ext. The block's K
+ * and V rows are converted to f32 once for all g heads. Scores are taken 16
+ * rows at a time: per row one vector of partial products over d (DK / 16
+ * FMAs), then a transpose-and-add tree turns the 16 vectors into one vector
+ * of the 16 rows' scores, so mask, softcap, max and exp run 16 rows per
+ * instruction. Each head's output stays in registers while the block's V
+ * rows are added in. Rows the mask hides get weight 0 and are never added,
+ * so a masked row holding NaN or garbage changes nothing. */
+#define GG_FA_RB 64         /* K/V rows per block of the row-at-a-time path */
+#define GG_FA_ROWS (GG_FA_TILED && 1)
+
+static inline bool gg_fa_rows_ok(int simd, int64_t dk, int64_t dv) {
+    return GG_FA_ROWS && simd && atomic_load(&gg_fa_tiled_on) && dk % 16 == 0 && dv % 16 == 0 &&
+           dk <= GG_FA_DMAX && dv <= GG_FA_DMAX;
+}
+
+#if GG_FA_ROWS
+/* 16 values of a K/V row of type T (or of `type` when T < 0) from value i, as f32 */
+GG_FA_INLINE __m512 gg_fa_load16(const int T, int type, const char *row, int64_t i) {
+    const int t = T >= 0 ? T : type;
+    if (t == GG_TYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+    if (t == GG_TYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i))), 16));
+    return _mm512_loadu_ps((const float *)row + i);
+}
+
+/* lane r (< 8) = the sum of the 16 lanes of p[r] */
+GG_FA_INLINE __m256 gg_fa_hsum8(const __m512 p[8]) {
+    __m512 t[4], u[2];
+    for (int i = 0; i < 4; i++)
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(p[2 * i], p[2 * i + 1]), _mm512_unpackhi_ps(p[2 * i], p[2 * i + 1]));
+    for (int i = 0; i < 2; i++) {
+        const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    /* u[i]: 128-bit lane L holds rows 4i..4i+3, summed over that lane's d */
+    const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512 w = _mm512_add_ps(_mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(3, 1, 2, 0)),
+                                   _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 0, 3, 1)));
+    return _mm512_castps512_ps256(w);
+}
+
+/* raw scores (q . k) of NH heads (q: NH rows of NQ * 16 floats) over the
+ * block's rows [0, bk), 8 rows at a time: each K row is converted once and
+ * multiplied with every head's q; rows past bk in the last 8 repeat row
+ * bk - 1 (never read past the block) and are not stored */
+GG_FA_INLINE void gg_fa_scores_heads(const int T, const int NH, const int NQC, int type, int64_t nq,
+                                     const float *const *q, const char *krow0, size_t nb1, int64_t bk,
+                                     float scale, float *const *sc) {
+    const int64_t NQ = NQC > 0 ? NQC : nq;
+    for (int64_t c = 0; c < bk; c += 8) {
+        __m512 p[3][8];
+        for (int r = 0; r < 8; r++) {
+            const char *row = krow0 + (size_t)GG_MIN(c + r, bk - 1) * nb1;
+            __m512 kv = gg_fa_load16(T, type, row, 0);
+            for (int h = 0; h < NH; h++) p[h][r] = _mm512_mul_ps(kv, _mm512_loadu_ps(q[h]));
+            for (int64_t x = 1; x < NQ; x++) {
+                kv = gg_fa_load16(T, type, row, 16 * x);
+                for (int h = 0; h < NH; h++) p[h][r] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q[h] + 16 * x), p[h][r]);
+            }
+        }
+        const __mmask8 in = bk - c >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (bk - c)) - 1);
+        for (int h = 0; h < NH; h++)
+            _mm256_mask_storeu_ps(sc[h] + c, in, _mm256_mul_ps(gg_fa_hsum8(p[h]), _mm256_set1_ps(scale)));
+    }
+}
+
+/* for NH (<= 4) heads h: acc[h][0..16 NJ) += sum_c w[h][c] * vf[c][...], skipping
+ * rows every one of them weighs 0; the heads' NH * NJ chains of FMAs run
+ * side by side (one head alone splits its rows over two sets, so the adds
+ * do not wait on each other) */
+GG_FA_INLINE void gg_fa_pv_heads(const int T, const int NH, const int NJ, int type, float *const *acc,
+                                 const float *const *w, const char *vrow0, size_t nb1, int64_t d0, int64_t bk) {
+    const int NS = NH == 1 ? 2 : 1;
+    __m512 o[4][2][4];
+    for (int h = 0; h < NH; h++)
+        for (int t = 0; t < NS; t++)
+            for (int x = 0; x < NJ; x++) o[h][t][x] = t ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[h] + 16 * x);
+    for (int64_t c = 0; c < bk; c++) {
+        bool live = false;
+        for (int h = 0; h < NH; h++) live = live || w[h][c] != 0.0f;
+        if (!live) continue;
+        const int t = NS == 2 ? (int)(c & 1) : 0;
+        const char *row = vrow0 + (size_t)c * nb1;
+        __m512 vv[4];
+        for (int x = 0; x < NJ; x++) vv[x] = gg_fa_load16(T, type, row, d0 + 16 * x);
+        for (int h = 0; h < NH; h++) {
+            const __m512 wv = _mm512_set1_ps(w[h][c]);
+            for (int x = 0; x < NJ; x++) o[h][t][x] = _mm512_fmadd_ps(wv, vv[x], o[h][t][x]);
+        }
+    }
+    for (int h = 0; h < NH; h++)
+        for (int x = 0; x < NJ; x++)
+            _mm512_storeu_ps(acc[h] + 16 * x, NS == 2 ? _mm512_add_ps(o[h][0][x], o[h][1][x]) : o[h][0][x]);
+}
+
+#define GG_FA_PV_HEADS_T(NH, NJ, type, ...) do {                            \
+        if ((type) == GG_TYPE_F16) gg_fa_pv_heads(GG_TYPE_F16, NH, NJ, type, __VA_ARGS__); \
+        else gg_fa_pv_heads(-1, NH, NJ, type, __VA_ARGS__);                 \
+    } while (0)
+#define GG_FA_PV_HEADS_NJ(NH, nj, ...) do {                                 \
+        switch (nj) {                                                       \
+        case 1: GG_FA_PV_HEADS_T(NH, 1, __VA_ARGS__); break;                \
+        case 2: GG_FA_PV_HEADS_T(NH, 2, __VA_ARGS__); break;                \
+        case 3: GG_FA_PV_HEADS_T(NH, 3, __VA_ARGS__); break;                \
+        default: GG_FA_PV_HEADS_T(NH, 4, __VA_ARGS__); break;               \
+        }                                                                   \
+    } while (0)
+
+/* the largest of sc[0..n) */
+static inline float gg_fa_max(const float *sc, int64_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 in = n - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - c)) - 1);
+        m = _mm512_mask_max_ps(m, in, m, _mm512_maskz_loadu_ps(in, sc + c));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+/* the scores of one head over the block (sc[0..bk), -inf where masked) */
+/* any of the n f16 mask values not -inf */
+static bool gg_fa_mask_any(const uint16_t *m, int64_t n) {
+    int64_t c = 0;
+    const __m256i ninf = _mm256_set1_epi16((short)0xFC00);
+    for (; c + 16 <= n; c += 16)
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(m + c)), ninf)) != -1) return true;
+    for (; c < n; c++)
+        if (m[c] != 0xFC00) return true;
+    return false;
+}
+
+/* softcap, ALiBi-scaled mask, and -inf wherever the mask hides a row (whatever
+ * its score: garbage K in a padded cache may give NaN) over sc[0..bk) */
+static void gg_fa_block_finish(float *sc, int64_t bk, const uint16_t *mrow, float slope, float softcap) {
+    if (softcap != 0.0f)
+        for (int64_t c = 0; c < bk; c++) sc[c] = softcap * tanhf(sc[c]);
+    if (mrow == NULL) return;
+    for (int64_t c = 0; c < bk; c += 16) {
+        const __mmask16 in = bk - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (bk - c)) - 1);
+        const __m512 mv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(in, mrow + c));
+        __m512 x = _mm512_fmadd_ps(_mm512_set1_ps(slope), mv, _mm512_maskz_loadu_ps(in, sc + c));
+        const __mmask16 hidden = _mm512_cmp_ps_mask(mv, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+        x = _mm512_mask_mov_ps(x, hidden, _mm512_set1_ps(-INFINITY));
+        _mm512_mask_storeu_ps(sc + c, in, x);
+    }
+}
+
+/* the scores of heads [0, gn) over the block, dispatched on the K type and head size */
+static void gg_fa_block_scores(int type, int64_t DK, int64_t gn, const float *const *pq, const char *krow0,
+                               size_t nb1, int64_t bk, float scale, float *const *sc) {
+    const int64_t nq = DK / 16;
+    const int64_t hc = DK <= 64 ? 3 : DK <= 128 ? 2 : 1;      /* heads per pass: p[][] + K row in registers */
+    for (int64_t h0 = 0; h0 < gn; h0 += hc) {
+        const int nh = (int)GG_MIN(hc, gn - h0);
+        const float *const *q = pq + h0;
+        float *const *o = sc + h0;
+#define GG_FA_SC(T, NH, NQC) gg_fa_scores_heads(T, NH, NQC, type, nq, q, krow0, nb1, bk, scale, o)
+        if (type == GG_TYPE_F16 && nq == 4) {
+            if (nh == 3) GG_FA_SC(GG_TYPE_F16, 3, 4);
+            else if (nh == 2) GG_FA_SC(GG_TYPE_F16, 2, 4);
+            else GG_FA_SC(GG_TYPE_F16, 1, 4);
+        } else if (type == GG_TYPE_F16 && nq == 8) {
+            if (nh == 2) GG_FA_SC(GG_TYPE_F16, 2, 8);
+            else GG_FA_SC(GG_TYPE_F16, 1, 8);
+        } else {
+            if (nh == 3) GG_FA_SC(-1, 3, 0);
+            else if (nh == 2) GG_FA_SC(-1, 2, 0);
+            else GG_FA_SC(-1, 1, 0);
+        }
+#undef GG_FA_SC
+    }
+}
+#endif
+
+/* per-thread scratch in floats for units of g heads: g accumulators, one converted
+ * row, and g running maxima and sums, cache lines apart (the Python side's work_size
+ * computes the same for g = n_head / n_head_kv, the largest g used) */
+static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
+    const int64_t acc = g * ((dv + 15) / 16 * 16);
+    const int64_t row = (GG_MAX(dk, dv) + 15) / 16 * 16;
+    const int64_t ms = (2 * g + 15) / 16 * 16;
+    return (size_t)(acc + row + ms + 16);
+}
 
 #define GG_FA_SPLIT_MIN 1024
 
@@ -465,8 +665,6 @@ static float gg_fa_exp_block(int simd, float *sj, float m, int64_t n) {
     }
     return sum;
 }
-
-#define GG_FA_RB 64         /* K/V rows per block of the row-at-a-time path */
 
 void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *q = dst->src[0];
@@ -524,6 +722,7 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     float *S = M + g;                                                    /* sum of exp(s - M) */
     float *part = (float *)p->wdata + (size_t)p->nth * stride;          /* [unit][split][g][DV + 2] */
     const int simd = p->use_simd;
+    const bool rows_simd = gg_fa_rows_ok(simd, DK, DV);
 
     const float *pq[GG_MAX_GROUP];
     const uint16_t *mp[GG_MAX_GROUP];
@@ -560,10 +759,64 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
                 S[j] = 0.0f;
             }
 
+#if GG_FA_ROWS
+            /* the same steps with the AVX-512 block kernel (see above it) */
+            for (int64_t kb = c0; rows_simd && kb < c1; kb += GG_FA_RB) {
+                const int64_t bk = GG_MIN(GG_FA_RB, c1 - kb);
+                bool any = mask == NULL;
+                for (int64_t j = 0; j < gn && !any; j++) {
+                    if (j == 0 || mp[j] != mp[j - 1]) any = gg_fa_mask_any(mp[j] + kb, bk);
+                }
+                if (!any) continue;
+                float *scp[GG_MAX_GROUP];
+                for (int64_t j = 0; j < gn; j++) scp[j] = sc[j];
+                gg_fa_block_scores(k->type, DK, gn, pq, kbase + kb * k->nb[1], k->nb[1], bk, scale, scp);
+                any = false;
+                for (int64_t j = 0; j < gn; j++) {
+                    gg_fa_block_finish(sc[j], bk, mp[j] ? mp[j] + kb : NULL, slope[j], softcap);
+                    const float bmax = gg_fa_max(sc[j], bk);
+                    live[j] = bmax != -INFINITY;
+                    if (!live[j]) continue;
+                    any = true;
+                    const float m_new = bmax > M[j] ? bmax : M[j];
+                    if (M[j] != -INFINITY && m_new != M[j]) {
+                        const float ms = expf(M[j] - m_new);
+                        gg_vec_scale_f32(simd, acc + j * dvp, acc + j * dvp, ms, DV);
+                        S[j] *= ms;
+                    }
+                    M[j] = m_new;
+                    S[j] += gg_fa_exp_block(simd, sc[j], m_new, bk);
+                }
+                if (!any) continue;
+                /* the live heads, up to 4 at a time, each 64 values of V at a time */
+                const char *vrow0 = vbase + kb * v->nb[1];
+                int64_t lh[GG_MAX_GROUP], nl = 0;
+                for (int64_t j = 0; j < gn; j++)
+                    if (live[j]) lh[nl++] = j;
+                for (int64_t h0 = 0; h0 < nl; h0 += 4) {
+                    const int nh = (int)GG_MIN(4, nl - h0);
+                    for (int64_t d0 = 0; d0 < DV; d0 += 64) {
+                        float *ah[4];
+                        const float *wh[4];
+                        for (int h = 0; h < nh; h++) {
+                            ah[h] = acc + lh[h0 + h] * dvp + d0;
+                            wh[h] = sc[lh[h0 + h]];
+                        }
+                        const int64_t nj = GG_MIN(4, (DV - d0) / 16);
+                        switch (nh) {
+                        case 1: GG_FA_PV_HEADS_NJ(1, nj, v->type, ah, wh, vrow0, v->nb[1], d0, bk); break;
+                        case 2: GG_FA_PV_HEADS_NJ(2, nj, v->type, ah, wh, vrow0, v->nb[1], d0, bk); break;
+                        case 3: GG_FA_PV_HEADS_NJ(3, nj, v->type, ah, wh, vrow0, v->nb[1], d0, bk); break;
+                        default: GG_FA_PV_HEADS_NJ(4, nj, v->type, ah, wh, vrow0, v->nb[1], d0, bk); break;
+                        }
+                    }
+                }
+            }
+#endif
             /* per block of rows: the scores of every head, one rescale of its running
              * output when the block raises its max, the weights exp(s - max) in one
              * vector pass, then each V row is read once for all heads */
-            for (int64_t kb = c0; kb < c1; kb += GG_FA_RB) {
+            for (int64_t kb = c0; !rows_simd && kb < c1; kb += GG_FA_RB) {
                 const int64_t bk = GG_MIN(GG_FA_RB, c1 - kb);
                 bool any = false;
                 for (int64_t j = 0; j < gn; j++) {

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import ggraph as gg
+from ggraph.backend.ffi import get_use_simd, set_use_simd
 from ggraph.ops.attention import alibi_slopes, causal_mask
 from ggraph.testing import ROW_LAYOUTS, check_graph, layouts, make_tensor, seeds, types
 
@@ -37,11 +38,12 @@ def _mask_values(rng, kind, ne33, ne32, n_q_m, n_kv_m, n_q, n_kv):
 
 # head sizes that are multiples of 16 with 8 or more q rows take the tiled path
 # (blocks of 64 K/V rows, ops_attention.c); the others the row-at-a-time path
-@given(d=st.one_of(st.integers(1, 24), st.sampled_from([16, 40, 64, 80])), dv_same=st.booleans(),
+@given(d=st.one_of(st.integers(1, 24), st.sampled_from([16, 40, 64, 80, 128])), dv_same=st.booleans(),
        dv=st.one_of(st.integers(1, 20), st.sampled_from([16, 48, 96])),
        n_q=st.one_of(st.integers(1, 9), st.integers(8, 40)),
        n_kv=st.one_of(st.integers(1, 20), st.integers(60, 70), st.integers(200, 300)),
-       n_head_kv=st.integers(1, 3), group=st.integers(1, 3), ne3=st.integers(1, 2),
+       n_head_kv=st.integers(1, 3), group=st.one_of(st.integers(1, 3), st.sampled_from([4, 7])),
+       ne3=st.integers(1, 2),
        k_type=types((gg.F32, gg.F16, gg.BF16)), v_type=types((gg.F32, gg.F16, gg.BF16)),
        q_layout=layouts(ROW_LAYOUTS), kv_layout=layouts(ROW_LAYOUTS),
        mask_kind=st.sampled_from(["none", "random", "causal", "holes"]), pad=st.booleans(),
@@ -128,6 +130,42 @@ def test_fully_masked_rows_give_zero():
     out = check_graph([y], rtol=RTOL, atol=ATOL)[0]
     assert np.all(y.numpy()[1] == 0.0) and np.all(out.reshape(3, 2, 8)[1] == 0.0)
     assert np.all(np.abs(y.numpy()[[0, 2]]) > 0)
+
+
+@pytest.mark.parametrize("n_q", [1, 3, 16])
+@pytest.mark.parametrize("kv_type", [gg.F16, gg.F32])
+def test_masked_cache_rows_holding_nan_change_nothing(n_q, kv_type):
+    """A KV cache is padded past its filled rows and masks them; whatever those rows
+    hold (here NaN and inf) must not reach the result, on every path (decode rows,
+    few q rows, tiled)."""
+    rng = np.random.default_rng(n_q)
+    d, n_kv, valid, n_head_kv, group = 64, 200, 131, 2, 7
+    kv = rng.standard_normal((2, n_head_kv, n_kv, d)).astype(np.float32)
+    kv[:, :, valid:, ::2] = np.nan
+    kv[:, :, valid:, 1::2] = np.inf
+    ctx = gg.Context()
+    q = ctx.from_numpy(rng.standard_normal((n_head_kv * group, n_q, d)).astype(np.float32))
+    k = ctx.from_numpy(kv[0], type=kv_type)
+    v = ctx.from_numpy(kv[1], type=kv_type)
+    m = np.zeros((n_q, n_kv), np.float32)
+    m[:, valid:] = -np.inf
+    y = gg.flash_attn_ext(q, k, v, ctx.from_numpy(m, type=gg.F16), 0.125)
+    y.set_output()
+    g = gg.Graph().build_forward_expand(y)
+    kq = kv.astype(np.float16).astype(np.float64) if kv_type is gg.F16 else kv.astype(np.float64)
+    want = _numpy_attention(q.numpy().astype(np.float64), kq[0][:, :valid], kq[1][:, :valid],
+                            m[:, :valid].astype(np.float64), 0.125)
+    was = get_use_simd()
+    try:
+        for use_simd in (True, False):
+            set_use_simd(use_simd)
+            for n in (1, 2):
+                g.compute(n_threads=n)
+                np.testing.assert_allclose(y.numpy().reshape(want.shape), want, rtol=RTOL, atol=ATOL,
+                                           err_msg=f"flash_attn_ext n_q={n_q} K/V {kv_type} at {n} threads, "
+                                                   f"{'SIMD' if use_simd else 'scalar'}")
+    finally:
+        set_use_simd(was)
 
 
 def test_large_scores_stay_finite():
