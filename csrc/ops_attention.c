@@ -425,16 +425,18 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
 /* ---- the row-at-a-time path's AVX-512 block kernel (decode) ----
  *
  * One q row of g heads against a block of up to GG_FA_RB K/V rows, the same
- * online softmax as the scalar loop in gg_fwd_flash_attn_ext. The block's K
- * and V rows are converted to f32 once for all g heads. Scores are taken 16
- * rows at a time: per row one vector of partial products over d (DK / 16
- * FMAs), then a transpose-and-add tree turns the 16 vectors into one vector
- * of the 16 rows' scores, so mask, softcap, max and exp run 16 rows per
- * instruction. Each head's output stays in registers while the block's V
- * rows are added in. Rows the mask hides get weight 0 and are never added,
- * so a masked row holding NaN or garbage changes nothing. */
+ * online softmax as the scalar loop in gg_fwd_flash_attn_ext. Scores are
+ * taken 8 K rows at a time: each row is converted to f32 once and multiplied
+ * with the q of up to 3 heads (one vector of partial products over d per row
+ * and head), then a transpose-and-add tree turns a head's 8 vectors into the
+ * 8 rows' scores. Mask, softcap, max and exp then run 16 rows per
+ * instruction. For V, each row is converted once and added into up to 4
+ * heads' outputs, held in registers for the whole block. Rows the mask hides
+ * get score -inf and weight 0 and are never added, so a masked row holding
+ * NaN or garbage (the unfilled end of a padded cache) changes nothing.
+ * Switched with the tiled path (gg_fa_tiled_enable). */
 #define GG_FA_RB 64         /* K/V rows per block of the row-at-a-time path */
-#define GG_FA_ROWS (GG_FA_TILED && 1)
+#define GG_FA_ROWS GG_FA_TILED
 
 static inline bool gg_fa_rows_ok(int simd, int64_t dk, int64_t dv) {
     return GG_FA_ROWS && simd && atomic_load(&gg_fa_tiled_on) && dk % 16 == 0 && dv % 16 == 0 &&

@@ -45,7 +45,7 @@ def simd_features() -> str:
 def set_kernel_path(name: str, on: bool) -> bool:
     """Turns one of the SIMD kernels' fast paths on or off, to measure what it buys
     ("qgemm": quantized matrix-matrix tiles, "qgemv": quantized matrix-vector rows,
-    "fa_tiled": tiled flash attention).
+    "fa_tiled": flash attention's AVX-512 block kernels, tiled and decode).
     Results stay correct either way. Returns the previous setting."""
     switches = {"qgemm": lib.gg_qgemm_enable, "qgemv": lib.gg_qgemv_enable, "fa_tiled": lib.gg_fa_tiled_enable}
     if name not in switches:
