@@ -246,23 +246,18 @@ GG_FA_INLINE void gg_fa_pv(const int NR, const int NJ, const float *Pt, int64_t 
         for (int x = 0; x < NJ; x++) _mm512_storeu_ps(O + (r0 + r) * dv + j0 + 16 * x, acc[r][x]);
 }
 
-#define GG_FA_SCORES_NV(NC, nv, ...) do {                                   \
-        switch (nv) {                                                       \
-        case 1: gg_fa_scores(NC, 1, __VA_ARGS__); break;                    \
-        case 2: gg_fa_scores(NC, 2, __VA_ARGS__); break;                    \
-        case 3: gg_fa_scores(NC, 3, __VA_ARGS__); break;                    \
-        default: gg_fa_scores(NC, 4, __VA_ARGS__); break;                   \
+/* F(A, N, ...) with N = n (1..4, above 4 taken as 4) a compile-time constant,
+ * so the register blocks of the kernels below unroll */
+#define GG_FA_CONST4(n, F, A, ...) do {                                     \
+        switch (n) {                                                        \
+        case 1: F(A, 1, __VA_ARGS__); break;                                \
+        case 2: F(A, 2, __VA_ARGS__); break;                                \
+        case 3: F(A, 3, __VA_ARGS__); break;                                \
+        default: F(A, 4, __VA_ARGS__); break;                               \
         }                                                                   \
     } while (0)
-
-#define GG_FA_PV_NJ(NR, nj, ...) do {                                       \
-        switch (nj) {                                                       \
-        case 1: gg_fa_pv(NR, 1, __VA_ARGS__); break;                        \
-        case 2: gg_fa_pv(NR, 2, __VA_ARGS__); break;                        \
-        case 3: gg_fa_pv(NR, 3, __VA_ARGS__); break;                        \
-        default: gg_fa_pv(NR, 4, __VA_ARGS__); break;                       \
-        }                                                                   \
-    } while (0)
+#define GG_FA_SCORES_NV(NC, nv, ...) GG_FA_CONST4(nv, gg_fa_scores, NC, __VA_ARGS__)
+#define GG_FA_PV_NJ(NR, nj, ...) GG_FA_CONST4(nj, gg_fa_pv, NR, __VA_ARGS__)
 
 static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float softcap, float max_bias) {
     const gg_tensor *q = dst->src[0], *k = dst->src[1], *v = dst->src[2], *mask = dst->src[3];
@@ -529,14 +524,7 @@ GG_FA_INLINE void gg_fa_pv_heads(const int T, const int NH, const int NJ, int ty
         if ((type) == GG_TYPE_F16) gg_fa_pv_heads(GG_TYPE_F16, NH, NJ, type, __VA_ARGS__); \
         else gg_fa_pv_heads(-1, NH, NJ, type, __VA_ARGS__);                 \
     } while (0)
-#define GG_FA_PV_HEADS_NJ(NH, nj, ...) do {                                 \
-        switch (nj) {                                                       \
-        case 1: GG_FA_PV_HEADS_T(NH, 1, __VA_ARGS__); break;                \
-        case 2: GG_FA_PV_HEADS_T(NH, 2, __VA_ARGS__); break;                \
-        case 3: GG_FA_PV_HEADS_T(NH, 3, __VA_ARGS__); break;                \
-        default: GG_FA_PV_HEADS_T(NH, 4, __VA_ARGS__); break;               \
-        }                                                                   \
-    } while (0)
+#define GG_FA_PV_HEADS_NJ(NH, nj, ...) GG_FA_CONST4(nj, GG_FA_PV_HEADS_T, NH, __VA_ARGS__)
 
 /* the largest of sc[0..n) */
 static inline float gg_fa_max(const float *sc, int64_t n) {
@@ -668,6 +656,24 @@ static float gg_fa_exp_block(int simd, float *sj, float m, int64_t n) {
     return sum;
 }
 
+/* folds one head's scores of a block (sc[0..bk), their max bmax) into its running
+ * max M, sum S and output acc: one rescale when the block raises the max, then sc
+ * becomes the weights exp(s - M). False (nothing changed) when the block is all
+ * masked for this head. */
+static bool gg_fa_softmax_block(int simd, float *sc, int64_t bk, float bmax, float *M, float *S, float *acc,
+                                int64_t DV) {
+    if (bmax == -INFINITY) return false;
+    const float m_new = bmax > *M ? bmax : *M;
+    if (*M != -INFINITY && m_new != *M) {
+        const float ms = expf(*M - m_new);
+        gg_vec_scale_f32(simd, acc, acc, ms, DV);
+        *S *= ms;
+    }
+    *M = m_new;
+    *S += gg_fa_exp_block(simd, sc, m_new, bk);
+    return true;
+}
+
 void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const gg_tensor *q = dst->src[0];
     const gg_tensor *k = dst->src[1];
@@ -776,18 +782,8 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
                 any = false;
                 for (int64_t j = 0; j < gn; j++) {
                     gg_fa_block_finish(sc[j], bk, mp[j] ? mp[j] + kb : NULL, slope[j], softcap);
-                    const float bmax = gg_fa_max(sc[j], bk);
-                    live[j] = bmax != -INFINITY;
-                    if (!live[j]) continue;
-                    any = true;
-                    const float m_new = bmax > M[j] ? bmax : M[j];
-                    if (M[j] != -INFINITY && m_new != M[j]) {
-                        const float ms = expf(M[j] - m_new);
-                        gg_vec_scale_f32(simd, acc + j * dvp, acc + j * dvp, ms, DV);
-                        S[j] *= ms;
-                    }
-                    M[j] = m_new;
-                    S[j] += gg_fa_exp_block(simd, sc[j], m_new, bk);
+                    live[j] = gg_fa_softmax_block(simd, sc[j], bk, gg_fa_max(sc[j], bk), &M[j], &S[j], acc + j * dvp, DV);
+                    any = any || live[j];
                 }
                 if (!any) continue;
                 /* the live heads, up to 4 at a time, each 64 values of V at a time */
@@ -835,17 +831,8 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
                         sc[j][c] = s;
                         bmax = s > bmax ? s : bmax;
                     }
-                    live[j] = bmax != -INFINITY;
-                    if (!live[j]) continue;
-                    any = true;
-                    const float m_new = bmax > M[j] ? bmax : M[j];
-                    if (M[j] != -INFINITY && m_new != M[j]) {
-                        const float ms = expf(M[j] - m_new);
-                        gg_vec_scale_f32(simd, acc + j * dvp, acc + j * dvp, ms, DV);
-                        S[j] *= ms;
-                    }
-                    M[j] = m_new;
-                    S[j] += gg_fa_exp_block(simd, sc[j], m_new, bk);
+                    live[j] = gg_fa_softmax_block(simd, sc[j], bk, bmax, &M[j], &S[j], acc + j * dvp, DV);
+                    any = any || live[j];
                 }
                 if (!any) continue;
                 for (int64_t c = 0; c < bk; c++) {
