@@ -618,27 +618,6 @@ static inline __m256i gg_scale_one(__m256i sc, int j) {
     return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(((2 * j + 1) << 8) | (2 * j))));
 }
 
-/* gg_k4_unpack in registers: low 8 bytes = scales, high 8 bytes = mins
- * (avoids a store-to-load round trip through the stack) */
-static inline __m128i gg_k4_unpack_v(const uint8_t *p) {
-    uint32_t w[3];
-    memcpy(w, p, 12);
-    const uint32_t s1 = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
-    const uint32_t m1 = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
-    return _mm_set_epi32((int)m1, (int)(w[1] & 0x3f3f3f3fu), (int)s1, (int)(w[0] & 0x3f3f3f3fu));
-}
-
-/* gg_q3k_unpack in registers, minus the +32 bias: 16 int8 scales */
-static inline __m128i gg_q3k_unpack_v(const uint8_t *p) {
-    uint32_t w[3];
-    memcpy(w, p, 12);
-    const __m128i lo = _mm_set_epi32((int)(w[1] >> 4), (int)(w[0] >> 4), (int)w[1], (int)w[0]);
-    const __m128i hi = _mm_set_epi32((int)(w[2] >> 6), (int)(w[2] >> 4), (int)(w[2] >> 2), (int)w[2]);
-    const __m128i v = _mm_or_si128(_mm_and_si128(lo, _mm_set1_epi8(0x0f)),
-                                   _mm_slli_epi32(_mm_and_si128(hi, _mm_set1_epi8(3)), 4));
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
-}
-
 #endif
 
 static float gg_vec_dot_q2_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
