@@ -1,6 +1,9 @@
 /*
  * qgemv.c: block-type weight rows times one column (see qgemv.h), for the
- * 32-value block types Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+ * 32-value block types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K types Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K.
+ *
+ * 32-value types.
  *
  * Pair layout. One zmm holds two consecutive blocks b, b+1 as
  *     [b 0..15 | b+1 0..15 | b 16..31 | b+1 16..31]      (16 bytes each)
@@ -24,6 +27,42 @@
  * A row's last, partial group loads only its blocks and updates only their
  * lanes (masked gather and fma), so nothing past a row is read and no lane
  * is touched that vec_dot would not touch.
+ *
+ * K types (256-value super-blocks against Q8_K; layouts in quants_k.c).
+ *
+ * Chunk order. A super-block's quants come in as 4 vectors of 64 unsigned
+ * bytes straight from its loads (masks, shifts, and the third / fifth /
+ * top bits added under a byte mask), so each 32-byte half is a chunk of 32
+ * consecutive values, in an order that depends on the type's bit layout
+ * (gg_qgemv_kchunk; Q4_K: [0 2] [1 3] [4 6] [5 7]). The column's quants are
+ * put in the same order once per call; its bsums and d are kept as they are.
+ *
+ * One super-block: 4 vpdpbusd give int32 lanes of 4 products each, 128-bit
+ * lane k holding one 16-value group. |lane| <= 4 * 63 * 128 < 2^15, so two
+ * packs_epi32 halve them exactly, and vpmaddwd + vpdpwssd multiply them by
+ * their group's scale (int16 words that vpermw, with tables built once per
+ * call, picks from the decoded scales) and add: an exact int32 sum over the
+ * super-block of scale * q * y, in 16 lanes.
+ *
+ * Mins and offsets, per pair of super-blocks: one vpmaddwd of a word per
+ * 16-value group with the column's bsums. Q2_K/Q4_K/Q5_K take their min
+ * (each of Q4_K/Q5_K's 8 mins twice) and keep msum apart for dmin; Q3_K and
+ * Q6_K, whose quants are stored +4 / +32, take offset * scale and subtract
+ * it from the integer sum (exact).
+ *
+ * Groups of 8 super-blocks: the integer sums reduce to 8 lanes in SIGMA
+ * order, and with d (and dmin) collected by one masked broadcast of the 4
+ * bytes holding them per super-block (only present super-blocks are read):
+ *     lane = fma(d * yd, isum, lane);  lane = fnmadd(dmin * yd, msum, lane)
+ * then the lane sum above. Not vec_dot's bits: its AVX2 form spreads each
+ * super-block's integer sum over 8 f32 lanes and keeps the min terms in a
+ * second accumulator subtracted at the end; here each super-block rounds
+ * once (twice with a min) and measured 2-4x closer to an f64 reference
+ * (tests/test_quant_ops.py checks 1e-5 of sum |terms|). The thread count
+ * does not change the bits.
+ *
+ * Rows are prefetched GG_QGEMV_PREFETCH bytes ahead: from memory, rows of
+ * 17..20 super-blocks streamed at about half the speed of 16 or 24 without.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -53,6 +92,11 @@ int gg_qgemv_usable(int type, int simd) {
 #if GG_QGEMV
 
 #define GG_INLINE static inline __attribute__((always_inline))
+
+/* prefetch distance of the K rows: on Zen 5, 4 KB and 8 KB ahead gave 31 and
+ * 33-35 GB/s from memory on one core (Q4_K, 896 rows of 17..25 super-blocks),
+ * 12 KB 35-37: about the core's read bandwidth; none, 15-21 */
+#define GG_QGEMV_PREFETCH 12288
 
 /* blocks of the column prepared per pass: 8 KB of quants and 3 KB of scales
  * on the stack; rows of k up to 8192 take one pass */
@@ -280,16 +324,17 @@ GG_INLINE int gg_qgemv_kchunk(const int T, int v, int h) {
     }
 }
 
-/* the row's scales as gg_qgemv_kscales decodes them: the byte holding the
+/* the row's scales as gg_qgemv_kscales decodes them: the word holding the
  * scale of 16-value group g, and the one holding its min (Q2_K/Q4_K/Q5_K)
  * or its scale again, for the offset (Q3_K/Q6_K) */
 GG_INLINE int gg_qgemv_kslot(const int T, int g) {
-    return T == GG_TYPE_Q4_K || T == GG_TYPE_Q5_K ? g / 2 : g;
+    /* Q4_K/Q5_K: sub-block j = g / 2 at word j of [s0..3 m0..3 s4..7 m4..7] */
+    return T == GG_TYPE_Q4_K || T == GG_TYPE_Q5_K ? g / 2 % 4 + g / 8 * 8 : g;
 }
 GG_INLINE int gg_qgemv_kmslot(const int T, int g) {
     switch (T) {
     case GG_TYPE_Q2_K:                    return 16 + g;
-    case GG_TYPE_Q4_K: case GG_TYPE_Q5_K: return 8 + g / 2;
+    case GG_TYPE_Q4_K: case GG_TYPE_Q5_K: return 4 + g / 2 % 4 + g / 8 * 8;
     default:                              return g;
     }
 }
@@ -307,18 +352,24 @@ GG_INLINE int gg_qgemv_kdpos(const int T) {
     }
 }
 
-/* the scales (and mins) of one super-block, at the bytes gg_qgemv_kslot / kmslot name */
-GG_INLINE __m256i gg_qgemv_kscales(const int T, const char *x) {
+/* the scales (and mins) of one super-block as int16 words, at the words
+ * gg_qgemv_kslot / kmslot name (words 16..31 undefined but for Q2_K) */
+GG_INLINE __m512i gg_qgemv_kscales(const int T, const char *x) {
     switch (T) {
     case GG_TYPE_Q2_K: {
         const __m128i s = _mm_loadu_si128((const __m128i *)((const gg_block_q2_K *)x)->scales);
         const __m128i m4 = _mm_set1_epi8(0x0F);
-        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(s, 4), m4), _mm_and_si128(s, m4));
+        return _mm512_cvtepu8_epi16(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(s, 4), m4), _mm_and_si128(s, m4)));
     }
-    case GG_TYPE_Q3_K: return _mm256_zextsi128_si256(gg_q3k_unpack_v(((const gg_block_q3_K *)x)->scales));
-    case GG_TYPE_Q4_K: return _mm256_zextsi128_si256(gg_k4_unpack_v(((const gg_block_q4_K *)x)->scales));
-    case GG_TYPE_Q5_K: return _mm256_zextsi128_si256(gg_k4_unpack_v(((const gg_block_q5_K *)x)->scales));
-    default: return _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)((const gg_block_q6_K *)x)->scales));
+    case GG_TYPE_Q3_K:
+        return _mm512_castsi256_si512(_mm256_cvtepi8_epi16(gg_q3k_unpack_v(((const gg_block_q3_K *)x)->scales)));
+    case GG_TYPE_Q4_K:
+        return _mm512_castsi256_si512(_mm256_cvtepu8_epi16(gg_k4_unpack_v(((const gg_block_q4_K *)x)->scales)));
+    case GG_TYPE_Q5_K:
+        return _mm512_castsi256_si512(_mm256_cvtepu8_epi16(gg_k4_unpack_v(((const gg_block_q5_K *)x)->scales)));
+    default:
+        return _mm512_castsi256_si512(
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)((const gg_block_q6_K *)x)->scales)));
     }
 }
 
@@ -372,31 +423,25 @@ GG_INLINE void gg_qgemv_kquants(const int T, const char *x, __m512i u[4]) {
     }
 }
 
-/* vpermb tables, built once per call: the scale words of the two packed
- * products of a super-block, and the min (or offset) words of a pair */
+/* vpermw / vpermt2w tables, built once per call: the scale words of the two
+ * packed products of a super-block, and the min (or offset) words of a pair */
 typedef struct { __m512i s[2], m; } gg_qgemv_kidx;
 
 GG_INLINE void gg_qgemv_kindex(const int T, gg_qgemv_kidx *ix) {
-    uint8_t s[2][64], m[64];
+    int16_t s[2][32], m[32];
     /* packs_epi32(P[2p], P[2p + 1]): 128-bit lane k has 4 words of each, and
      * lane k of P[v] is the 16 values of group 2 * chunk(v, k / 2) + k % 2 */
     for (int p = 0; p < 2; p++)
         for (int k = 0; k < 4; k++)
             for (int w = 0; w < 8; w++) {
                 const int g = 2 * gg_qgemv_kchunk(T, 2 * p + w / 4, k / 2) + k % 2;
-                s[p][16 * k + 2 * w] = s[p][16 * k + 2 * w + 1] = (uint8_t)gg_qgemv_kslot(T, g);
+                s[p][8 * k + w] = (int16_t)gg_qgemv_kslot(T, g);
             }
-    /* word w of a pair: group w % 16 of super-block w / 16, whose scales are at byte 32 * (w / 16) */
-    for (int w = 0; w < 32; w++) m[2 * w] = m[2 * w + 1] = (uint8_t)(32 * (w / 16) + gg_qgemv_kmslot(T, w % 16));
+    /* word w of a pair: group w % 16 of super-block w / 16 (the second table from word 32) */
+    for (int w = 0; w < 32; w++) m[w] = (int16_t)(32 * (w / 16) + gg_qgemv_kmslot(T, w % 16));
     ix->s[0] = _mm512_loadu_si512(s[0]);
     ix->s[1] = _mm512_loadu_si512(s[1]);
     ix->m = _mm512_loadu_si512(m);
-}
-
-/* the bytes idx picks from src as int16 words: unsigned, or signed times 2^sh */
-GG_INLINE __m512i gg_qgemv_kwords(const int T, __m512i idx, __m512i src, const int sh) {
-    if (!gg_qgemv_ksigned(T)) return _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, idx, src);
-    return _mm512_srai_epi16(_mm512_maskz_permutexvar_epi8(0xAAAAAAAAAAAAAAAAull, idx, src), 8 - sh);
 }
 
 /* blocks [0, n) of the column (n <= GG_QGEMV_KSEG) -> c, missing super-blocks of the last group zero */
@@ -420,19 +465,14 @@ GG_INLINE void gg_qgemv_kprepare(const int T, const gg_block_q8_K *y, int64_t n,
     }
 }
 
-#ifndef GG_QGEMV_PREFETCH
-#define GG_QGEMV_PREFETCH 8192
-#endif
-
 /* one super-block's sum over its groups of scale * (quants . column), 16 lanes */
-GG_INLINE __m512i gg_qgemv_ksb(const int T, const char *x, __m256i r, const __m512i *y, const gg_qgemv_kidx *ix) {
+GG_INLINE __m512i gg_qgemv_ksb(const int T, const char *x, __m512i r, const __m512i *y, const gg_qgemv_kidx *ix) {
     __m512i u[4], P[4];
     for (size_t o = 0; o < gg_qgemv_ts(T); o += 64) _mm_prefetch(x + GG_QGEMV_PREFETCH + o, _MM_HINT_T0);
     gg_qgemv_kquants(T, x, u);
     for (int v = 0; v < 4; v++) P[v] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[v], y[v]);
     /* a lane holds 4 products (|sum| <= 4 * 63 * 128): packing to int16 is exact */
-    const __m512i rz = _mm512_castsi256_si512(r);
-    const __m512i s0 = gg_qgemv_kwords(T, ix->s[0], rz, 0), s1 = gg_qgemv_kwords(T, ix->s[1], rz, 0);
+    const __m512i s0 = _mm512_permutexvar_epi16(ix->s[0], r), s1 = _mm512_permutexvar_epi16(ix->s[1], r);
     return _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(P[0], P[1]), s0),
                                _mm512_packs_epi32(P[2], P[3]), s1);
 }
@@ -469,21 +509,21 @@ GG_INLINE __m256 gg_qgemv_kgroup(const int T, const char *xb, const gg_qgemv_kco
         }
         const int64_t s = 8 * g + 2 * p;
         const char *xa = xb + (size_t)(2 * p) * ts;
-        const __m256i ra = gg_qgemv_kscales(T, xa);
+        const __m512i ra = gg_qgemv_kscales(T, xa);
         const __m512i ia = gg_qgemv_ksb(T, xa, ra, c->q + 4 * s, ix);
         dm = gg_qgemv_kd(T, xa, 2 * p, dm);
-        __m256i rb = _mm256_setzero_si256();
+        __m512i rb = _mm512_setzero_si512();
         __m512i ib = _mm512_setzero_si512();
         if (2 * p + 1 < n) {
             rb = gg_qgemv_kscales(T, xa + ts);
             ib = gg_qgemv_ksb(T, xa + ts, rb, c->q + 4 * (s + 1), ix);
             dm = gg_qgemv_kd(T, xa + ts, 2 * p + 1, dm);
         }
-        X[p] = _mm512_add_epi32(_mm512_shuffle_i64x2(ia, ib, _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_i64x2(ia, ib, _MM_SHUFFLE(3, 2, 3, 2)));
+        /* [ia lanes 0..7 + 8..15, ib lanes 8..15 + 0..7] */
+        X[p] = _mm512_add_epi32(_mm512_mask_blend_epi64(0xF0, ia, ib),
+                                _mm512_shuffle_i64x2(ia, ib, _MM_SHUFFLE(1, 0, 3, 2)));
         /* sum over groups of min * bsum (Q3_K/Q6_K: offset * scale * bsum, taken off X) */
-        const __m512i mw = gg_qgemv_kwords(T, ix->m, _mm512_inserti64x4(_mm512_castsi256_si512(ra), rb, 1),
-                                           gg_qgemv_koff_shift(T));
+        const __m512i mw = _mm512_slli_epi16(_mm512_permutex2var_epi16(ra, ix->m, rb), gg_qgemv_koff_shift(T));
         M[p] = _mm512_madd_epi16(mw, _mm512_load_si512(c->bsums + 16 * s));
         if (gg_qgemv_ksigned(T)) X[p] = _mm512_sub_epi32(X[p], M[p]);
     }

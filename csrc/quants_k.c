@@ -750,7 +750,7 @@ static float NAME(int simd, int64_t n, const void *vx, const void *vy) {        
         __m256 accm = _mm256_setzero_ps();                                                        \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin); \
-            const __m128i sm = gg_k4_unpack_v(x[b].scales);                                       \
+            const __m128i sm = _mm_shuffle_epi32(gg_k4_unpack_v(x[b].scales), _MM_SHUFFLE(3, 1, 2, 0)); \
             /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */ \
             const __m128i m8 = _mm_unpackhi_epi64(sm, sm);                                        \
             const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                   \
