@@ -61,8 +61,9 @@
  * (tests/test_quant_ops.py checks 1e-5 of sum |terms|). The thread count
  * does not change the bits.
  *
- * Rows are prefetched GG_QGEMV_PREFETCH bytes ahead: from memory, rows of
- * 17..20 super-blocks streamed at about half the speed of 16 or 24 without.
+ * Rows are prefetched GG_QGEMV_PREFETCH bytes ahead: from memory, K rows of
+ * 17..20 super-blocks streamed at about half the speed of 16 or 24 without,
+ * and every type streamed slower.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -93,9 +94,11 @@ int gg_qgemv_usable(int type, int simd) {
 
 #define GG_INLINE static inline __attribute__((always_inline))
 
-/* prefetch distance of the K rows: on Zen 5, 4 KB and 8 KB ahead gave 31 and
+/* prefetch distance of the rows: on Zen 5, 4 KB and 8 KB ahead gave 31 and
  * 33-35 GB/s from memory on one core (Q4_K, 896 rows of 17..25 super-blocks),
- * 12 KB 35-37: about the core's read bandwidth; none, 15-21 */
+ * 12 KB 35-37: about the core's read bandwidth; none, 15-21. The 32-value
+ * types (one prefetch per pair of blocks) went from 25 / 24 / 31 to 30 / 26 /
+ * 40 GB/s (Q4_0 / Q5_0 / Q8_0) from memory, and lost 3-7% with rows in L3 */
 #define GG_QGEMV_PREFETCH 12288
 
 /* blocks of the column prepared per pass: 8 KB of quants and 3 KB of scales
@@ -247,6 +250,7 @@ GG_INLINE __m256 gg_qgemv_group(const int T, const char *xb, const gg_qgemv_col 
             continue;
         }
         const char *x0 = xb + (size_t)(2 * j) * ts, *x1 = 2 * j + 1 < n ? x0 + ts : NULL;
+        _mm_prefetch(x0 + GG_QGEMV_PREFETCH, _MM_HINT_T0);
         P[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), gg_qgemv_vals(T, x0, x1), c->q[g * 4 + j]);
     }
     __m256i isum = gg_qgemv_reduce(P);
