@@ -7,8 +7,9 @@
 Paths (ggraph.backend.ffi.set_kernel_path; results are correct either way):
   qgemm     mul_mat of a block type with 4+ columns by unpacked 16-row weight tiles and
             AVX-512 VNNI (csrc/qgemm.c); off: one vec_dot per output
-  qgemv     mul_mat of a 32-value block type with one column: two blocks per AVX-512 VNNI
-            instruction, bit-identical to vec_dot (csrc/qgemv.c); off: one vec_dot per row
+  qgemv     mul_mat of a block type with one column: two blocks (a quarter of a K
+            super-block) per AVX-512 VNNI instruction, bit-identical to vec_dot for the
+            32-value types (csrc/qgemv.c); off: one vec_dot per row
   fa_tiled  flash_attn_ext's AVX-512 block kernels (csrc/ops_attention.c): with 8+ q rows,
             blocks of 64 K/V rows against 64 query vectors; with fewer (decode), 8 K rows
             at a time for all heads of a group; off: the AVX2 row-at-a-time loop

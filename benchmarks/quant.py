@@ -4,6 +4,7 @@
     python benchmarks/quant.py              # every weight type, 1 and 2 threads (~1-2 min)
     python benchmarks/quant.py --quick      # fewer repetitions, smaller working sets
     python benchmarks/quant.py --threads 1 --types Q4_0,Q8_0
+    python benchmarks/quant.py --no-qgemv   # without the AVX-512 matrix-vector rows (csrc/qgemv.c)
 
 Decoding one token is a chain of mul_mat(W, x) with one activation column: every
 weight byte is read once and used for 2 flops per element, so the speed limit is
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 import ggraph as gg  # noqa: E402
+from ggraph.backend.ffi import lib, set_kernel_path  # noqa: E402
 from ggraph.tools.perf import cpu_model, llc_bytes, median_time  # noqa: E402
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "F32"]
@@ -98,7 +100,11 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--types", default=",".join(TYPES), help="comma-separated weight types")
     ap.add_argument("--reps", type=int, default=0, help="timed repetitions (default 15, quick 5)")
+    ap.add_argument("--no-qgemv", action="store_true",
+                    help="switch off the AVX-512 matrix-vector rows (csrc/qgemv.c): one vec_dot per row")
     args = ap.parse_args()
+    if args.no_qgemv:
+        set_kernel_path("qgemv", False)
     threads = [int(s) for s in args.threads.split(",") if s.strip()]
     types = [s.strip().upper() for s in args.types.split(",") if s.strip()]
     reps = args.reps or (5 if args.quick else 15)
@@ -108,7 +114,8 @@ def main() -> int:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"# ggraph quantized mul_mat: {cpu_model()}, {os.cpu_count()} cpus, L3 {llc >> 20} MiB, "
           f"load average {' '.join(load)}")
-    print(f"# ggraph SIMD={'AVX2/FMA/F16C' if gg.simd_available() else 'off (scalar build)'}, "
+    qgemv = "off (--no-qgemv)" if args.no_qgemv else "on" if lib.gg_qgemv_built() else "not built"
+    print(f"# ggraph SIMD={'AVX2/FMA/F16C' if gg.simd_available() else 'off (scalar build)'}, qgemv {qgemv}, "
           f"numpy {np.__version__}; median of {reps} runs")
     bw_bytes = max(4 * llc, 256 << 20) if not args.quick else max(2 * llc, 128 << 20)
     bw_read, bw_copy = bandwidth(bw_bytes, reps)

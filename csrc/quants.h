@@ -87,6 +87,38 @@ static inline void gg_put_u32(uint8_t *u, size_t ustride, int64_t i0, __m256i v)
 /* the unpack functions are written with AVX2 only: their one user, the
  * matrix-matrix path (qgemm.c), needs AVX-512 */
 #define GG_UNPACK(fn) fn
+
+/* the packed scales of the K types in registers (quants_k.c's vec_dot,
+ * qgemv.c), from two broadcast loads of their 12 bytes w0 w1 w2: no shuffles */
+static inline __m128i gg_k_w01(const uint8_t *p) {          /* [w0 w1 w0 w1] */
+    int64_t v;
+    memcpy(&v, p, 8);
+    return _mm_set1_epi64x(v);
+}
+static inline __m128i gg_k_w2(const uint8_t *p) {           /* [w2 w2 w2 w2] */
+    int32_t v;
+    memcpy(&v, p + 8, 4);
+    return _mm_set1_epi32(v);
+}
+
+/* Q4_K/Q5_K (gg_k4_unpack) -> dwords [scales 0..3, mins 0..3, scales 4..7, mins 4..7] */
+static inline __m128i gg_k4_unpack_v(const uint8_t *p) {
+    const __m128i w01 = gg_k_w01(p);
+    const __m128i lo = _mm_and_si128(w01, _mm_setr_epi32(0x3f3f3f3f, 0x3f3f3f3f, 0, 0));
+    /* 4..7: the low (scales) and high (mins) nibbles of w2, the top 2 bits of w0 / w1 above them */
+    const __m128i h2 = _mm_srlv_epi32(gg_k_w2(p), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i hi = _mm_or_si128(_mm_and_si128(h2, _mm_setr_epi32(0, 0, 0x0f0f0f0f, 0x0f0f0f0f)),
+                                    _mm_and_si128(_mm_srli_epi32(w01, 2), _mm_setr_epi32(0, 0, 0x30303030, 0x30303030)));
+    return _mm_or_si128(lo, hi);
+}
+
+/* Q3_K (gg_q3k_unpack), minus the +32 bias: 16 int8 scales */
+static inline __m128i gg_q3k_unpack_v(const uint8_t *p) {
+    /* low 4 bits: nibble 0, 0, 1, 1 of w0, w1, w0, w1; top 2: bits 2k..2k+1 of each byte of w2 */
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(gg_k_w01(p), _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi8(0x0f));
+    const __m128i hi = _mm_slli_epi32(_mm_srlv_epi32(gg_k_w2(p), _mm_setr_epi32(0, 2, 4, 6)), 4);
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_and_si128(hi, _mm_set1_epi8(0x30))), _mm_set1_epi8(32));
+}
 #else
 #define GG_UNPACK(fn) NULL
 #endif

@@ -618,27 +618,6 @@ static inline __m256i gg_scale_one(__m256i sc, int j) {
     return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(((2 * j + 1) << 8) | (2 * j))));
 }
 
-/* gg_k4_unpack in registers: low 8 bytes = scales, high 8 bytes = mins
- * (avoids a store-to-load round trip through the stack) */
-static inline __m128i gg_k4_unpack_v(const uint8_t *p) {
-    uint32_t w[3];
-    memcpy(w, p, 12);
-    const uint32_t s1 = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);
-    const uint32_t m1 = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);
-    return _mm_set_epi32((int)m1, (int)(w[1] & 0x3f3f3f3fu), (int)s1, (int)(w[0] & 0x3f3f3f3fu));
-}
-
-/* gg_q3k_unpack in registers, minus the +32 bias: 16 int8 scales */
-static inline __m128i gg_q3k_unpack_v(const uint8_t *p) {
-    uint32_t w[3];
-    memcpy(w, p, 12);
-    const __m128i lo = _mm_set_epi32((int)(w[1] >> 4), (int)(w[0] >> 4), (int)w[1], (int)w[0]);
-    const __m128i hi = _mm_set_epi32((int)(w[2] >> 6), (int)(w[2] >> 4), (int)(w[2] >> 2), (int)w[2]);
-    const __m128i v = _mm_or_si128(_mm_and_si128(lo, _mm_set1_epi8(0x0f)),
-                                   _mm_slli_epi32(_mm_and_si128(hi, _mm_set1_epi8(3)), 4));
-    return _mm_sub_epi8(v, _mm_set1_epi8(32));
-}
-
 #endif
 
 static float gg_vec_dot_q2_K_q8_K(int simd, int64_t n, const void *vx, const void *vy) {
@@ -771,7 +750,7 @@ static float NAME(int simd, int64_t n, const void *vx, const void *vy) {        
         __m256 accm = _mm256_setzero_ps();                                                        \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const float d = y[b].d * gg_fp16_to_fp32(x[b].d), dmin = y[b].d * gg_fp16_to_fp32(x[b].dmin); \
-            const __m128i sm = gg_k4_unpack_v(x[b].scales);                                       \
+            const __m128i sm = _mm_shuffle_epi32(gg_k4_unpack_v(x[b].scales), _MM_SHUFFLE(3, 1, 2, 0)); \
             /* mins doubled (m0 m0 m1 m1 ..) against the 16 bsums: m_j * q8 sum of sub-block j */ \
             const __m128i m8 = _mm_unpackhi_epi64(sm, sm);                                        \
             const __m256i mn = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));                   \

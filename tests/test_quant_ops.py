@@ -173,6 +173,46 @@ def test_mat_vec_rows_path_is_bit_identical_to_vec_dot(t):
                 f"mul_mat {t} M={M} N=1 K={K}: qgemv={'on' if on else 'off'} at {n} threads differs from vec_dot"
 
 
+@pytest.mark.parametrize("t", [gg.Q4_K, gg.Q5_K, gg.Q6_K, gg.Q2_K, gg.Q3_K], ids=str)
+def test_mat_vec_rows_path_k_types_match_vec_dot(t):
+    """The K types' matrix-vector rows in csrc/qgemv.c sum each super-block's
+    integer products exactly, then add d * yd * isum (- dmin * yd * msum) in
+    f32 in another order than vec_dot's AVX2 lanes: not the same bits, but
+    within a few roundings of the f32 sum. Row lengths: 1, 2, 3 super-blocks
+    (partial groups of 8), 31, 32 (one prepared pass), 33 (two passes)."""
+    if not lib.gg_qgemv_built():
+        pytest.skip("the AVX-512 VNNI matrix-vector path is not in this build")
+    rng = np.random.default_rng(6)
+    for nb in (1, 2, 3, 8, 9, 19, 31, 32, 33, 70):
+        K, M = 256 * nb, 37
+        ctx = gg.Context()
+        w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=t)
+        xv = rng.standard_normal((1, K)).astype(np.float32)
+        y = gg.mul_mat(w, ctx.from_numpy(xv))
+        y.set_output()
+        g = gg.Graph().build_forward_expand(y)
+        got = {}
+        try:
+            for on in (False, True):
+                set_kernel_path("qgemv", on)
+                for n in (1, 2, 3):
+                    g.compute(n_threads=n)
+                    got[on, n] = y.numpy().astype(np.float64).ravel()
+        finally:
+            set_kernel_path("qgemv", True)
+        # the size of the terms (as mm_compare): f32 rounding over K / 256 super-blocks stays far below 1e-5 of it
+        wd = w.numpy().reshape(M, K).astype(np.float64)
+        e = np.abs(wd) @ np.abs(_round_to(xv, VEC_DOT_TYPE[t]).astype(np.float64)[0])
+        for (on, n), v in got.items():
+            err = np.abs(v - got[False, 1])
+            assert (err <= 1e-5 * e).all(), \
+                f"mul_mat {t} M={M} N=1 K={K}: qgemv={'on' if on else 'off'} at {n} threads: " \
+                f"{(err / e).max():.3g} of sum|terms| from vec_dot"
+        # the same bits whatever the number of threads
+        for n in (2, 3):
+            assert np.array_equal(got[True, n], got[True, 1])
+
+
 def test_mul_mat_work_size_counts_converted_b():
     ctx = gg.Context()
     a = ctx.new_tensor(gg.Q8_0, [4096, 8])
