@@ -142,6 +142,22 @@ def test_mul_mat_property(data, seed):
             b_layout=data.draw(st.sampled_from(["contiguous", "gapped", "permuted", "transposed"])), seed=seed)
 
 
+def _mat_vec_on_and_off(y):
+    """y computed with csrc/qgemv.c's path off and on, at 1, 2 and 3 threads: {(on, n): copy}."""
+    y.set_output()
+    g = gg.Graph().build_forward_expand(y)
+    got = {}
+    try:
+        for on in (False, True):
+            set_kernel_path("qgemv", on)
+            for n in (1, 2, 3):
+                g.compute(n_threads=n)
+                got[on, n] = y.numpy().copy()
+    finally:
+        set_kernel_path("qgemv", True)
+    return got
+
+
 @pytest.mark.parametrize("t", [gg.Q4_0, gg.Q4_1, gg.Q5_0, gg.Q5_1, gg.Q8_0], ids=str)
 def test_mat_vec_rows_path_is_bit_identical_to_vec_dot(t):
     """Matrix-vector products of the 32-value block types take csrc/qgemv.c's
@@ -156,18 +172,7 @@ def test_mat_vec_rows_path_is_bit_identical_to_vec_dot(t):
         ctx = gg.Context()
         w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=t)
         x = ctx.from_numpy(rng.standard_normal((1, K)).astype(np.float32))
-        y = gg.mul_mat(w, x)
-        y.set_output()
-        g = gg.Graph().build_forward_expand(y)
-        got = {}
-        try:
-            for on in (False, True):
-                set_kernel_path("qgemv", on)
-                for n in (1, 2, 3):
-                    g.compute(n_threads=n)
-                    got[on, n] = y.numpy().view(np.uint32).copy()
-        finally:
-            set_kernel_path("qgemv", True)
+        got = {key: out.view(np.uint32) for key, out in _mat_vec_on_and_off(gg.mul_mat(w, x)).items()}
         for (on, n), bits in got.items():
             assert np.array_equal(bits, got[False, 1]), \
                 f"mul_mat {t} M={M} N=1 K={K}: qgemv={'on' if on else 'off'} at {n} threads differs from vec_dot"
@@ -188,18 +193,8 @@ def test_mat_vec_rows_path_k_types_match_vec_dot(t):
         ctx = gg.Context()
         w = ctx.from_numpy(rng.standard_normal((M, K)).astype(np.float32), type=t)
         xv = rng.standard_normal((1, K)).astype(np.float32)
-        y = gg.mul_mat(w, ctx.from_numpy(xv))
-        y.set_output()
-        g = gg.Graph().build_forward_expand(y)
-        got = {}
-        try:
-            for on in (False, True):
-                set_kernel_path("qgemv", on)
-                for n in (1, 2, 3):
-                    g.compute(n_threads=n)
-                    got[on, n] = y.numpy().astype(np.float64).ravel()
-        finally:
-            set_kernel_path("qgemv", True)
+        got = {key: out.astype(np.float64).ravel()
+               for key, out in _mat_vec_on_and_off(gg.mul_mat(w, ctx.from_numpy(xv))).items()}
         # the size of the terms (as mm_compare): f32 rounding over K / 256 super-blocks stays far below 1e-5 of it
         wd = w.numpy().reshape(M, K).astype(np.float64)
         e = np.abs(wd) @ np.abs(_round_to(xv, VEC_DOT_TYPE[t]).astype(np.float64)[0])
