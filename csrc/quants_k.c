@@ -613,6 +613,12 @@ static inline __m256i gg_scale_pair(__m256i sc, int k) {
     return _mm256_shuffle_epi8(sc, _mm256_set_m128i(hi, lo));
 }
 
+/* 128-bit half h (0 or 1) of v in both halves; the immediate must be a
+ * constant even where the compiler does not unroll the caller's loop (-O2) */
+static inline __m256i gg_half_bcast(__m256i v, int h) {
+    return h ? _mm256_permute2x128_si256(v, v, 0x11) : _mm256_permute2x128_si256(v, v, 0x00);
+}
+
 /* int16 scale j of 8 broadcast over all lanes (Q4_K/Q5_K: 32 quants, one scale) */
 static inline __m256i gg_scale_one(__m256i sc, int j) {
     return _mm256_shuffle_epi8(sc, _mm256_set1_epi16((short)(((2 * j + 1) << 8) | (2 * j))));
@@ -637,7 +643,7 @@ static float gg_vec_dot_q2_K_q8_K(int simd, int64_t n, const void *vx, const voi
             accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mn, bs)), accm);
             __m256i sumi = _mm256_setzero_si256();
             for (int h = 0; h < 2; h++) {
-                const __m256i sch = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
+                const __m256i sch = gg_half_bcast(sc, h);
                 const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * h));
                 const int8_t *q8 = y[b].qs + 128 * h;
                 for (int j = 0; j < 4; j++) {
@@ -684,7 +690,7 @@ static float gg_vec_dot_q3_K_q8_K(int simd, int64_t n, const void *vx, const voi
             sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
             const __m256i hb = _mm256_loadu_si256((const __m256i *)x[b].hmask);
             for (int h = 0; h < 2; h++) {
-                const __m256i sch = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
+                const __m256i sch = gg_half_bcast(sc, h);
                 const __m256i qv = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * h));
                 const int8_t *q8 = y[b].qs + 128 * h;
                 for (int j = 0; j < 4; j++) {
@@ -800,7 +806,7 @@ static float gg_vec_dot_q6_K_q8_K(int simd, int64_t n, const void *vx, const voi
             /* quants are stored +32: subtract 32 * sum(scale * bsum) */
             __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5));
             for (int h = 0; h < 2; h++) {
-                const __m256i sch = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
+                const __m256i sch = gg_half_bcast(sc, h);
                 const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h));
                 const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[b].ql + 64 * h + 32));
                 const __m256i hv = _mm256_loadu_si256((const __m256i *)(x[b].qh + 32 * h));
