@@ -126,6 +126,15 @@ static bool gg_fa_kv_type_ok(int type) {
     return type == GG_TYPE_F32 || type == GG_TYPE_F16 || type == GG_TYPE_BF16;
 }
 
+/* per-thread scratch in floats for units of g heads: g accumulators, one converted
+ * row, and g running maxima and sums, cache lines apart (the Python side's work_size
+ * computes the same for g = n_head / n_head_kv, the largest g used) */
+static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
+    const int64_t acc = g * ((dv + 15) / 16 * 16);
+    const int64_t row = (GG_MAX(dk, dv) + 15) / 16 * 16;
+    const int64_t ms = (2 * g + 15) / 16 * 16;
+    return (size_t)(acc + row + ms + 16);
+}
 
 
 /* ---- the tiled path (AVX-512): many q rows against blocks of K/V rows ----
@@ -141,7 +150,7 @@ static bool gg_fa_kv_type_ok(int type) {
  * Blocks that every vector of the unit has masked out (the future of a causal
  * batch) are skipped. The same online softmax as the row-at-a-time path, in
  * f32, with the max taken per block instead of per column. */
-#if GG_AVX2 && defined(__AVX512F__)
+#if GG_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define GG_FA_TILED 1
 #else
 #define GG_FA_TILED 0
@@ -313,41 +322,27 @@ static void gg_fa_tiled(const gg_params *p, gg_tensor *dst, float scale, float s
 
         for (int64_t kb = 0; kb < n_kv; kb += GG_FA_BK) {
             const int64_t bk = GG_MIN(GG_FA_BK, n_kv - kb);
-            /* skip a block every vector of the unit has masked out; note whether the
-             * mask is all zero there (the past of a causal batch: nothing to add) */
+            /* one pass over the unit's mask rows: the block's rows every vector masks
+             * out (hidden; all of them: skip the block), and whether the mask is all
+             * zero there (the past of a causal batch: nothing to add). Hidden rows (the
+             * unfilled end of a padded cache) are taken as zeros: whatever they hold
+             * (NaN, inf) must not reach the sums, and 0 * NaN would. */
             bool zero_mask = true;
-            if (mask) {
-                bool any = false;
-                const __m256i ninf = _mm256_set1_epi16((short)0xFC00), abs = _mm256_set1_epi16(0x7FFF);
-                for (int64_t r = 0; r < R; r++) {
-                    int64_t c = 0;
-                    for (; c + 16 <= bk; c += 16) {
-                        const __m256i mv = _mm256_loadu_si256((const __m256i *)(mp[r] + kb + c));
-                        any = any || _mm256_movemask_epi8(_mm256_cmpeq_epi16(mv, ninf)) != -1;
-                        zero_mask = zero_mask && _mm256_testz_si256(mv, abs);       /* +-0 only */
-                    }
-                    for (; c < bk; c++) {
-                        any = any || mp[r][kb + c] != 0xFC00;                       /* f16 -inf */
-                        zero_mask = zero_mask && (mp[r][kb + c] & 0x7FFF) == 0;
-                    }
-                    if (any && !zero_mask) break;
-                }
-                if (!any) continue;
-            }
-            /* rows every vector of the unit masks out (the unfilled rows of a padded
-             * cache) are taken as zeros: whatever they hold (NaN, inf) must not reach
-             * the sums, and 0 * NaN would */
             uint64_t hidden = 0;
-            if (mask && !zero_mask) {
-                hidden = bk >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << bk) - 1);
-                for (int64_t r = 0; r < R && hidden; r++) {
+            if (mask) {
+                const uint64_t all = bk >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << bk) - 1);
+                const __m256i ninf = _mm256_set1_epi16((short)0xFC00), abs = _mm256_set1_epi16(0x7FFF);
+                hidden = all;
+                for (int64_t r = 0; r < R && (hidden || zero_mask); r++) {
                     for (int64_t c = 0; c < bk; c += 16) {
                         const __mmask16 in = bk - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (bk - c)) - 1);
                         const __m256i mv = _mm256_maskz_loadu_epi16(in, mp[r] + kb + c);
-                        const uint64_t ninf16 = _mm256_mask_cmpeq_epi16_mask(in, mv, _mm256_set1_epi16((short)0xFC00));
-                        hidden &= ~((uint64_t)(~ninf16 & 0xFFFF) << c);
+                        const uint64_t seen = (uint64_t)(uint16_t)~_mm256_mask_cmpeq_epi16_mask(in, mv, ninf);
+                        hidden &= ~(seen << c);
+                        zero_mask = zero_mask && _mm256_testz_si256(mv, abs);       /* +-0 only */
                     }
                 }
+                if (hidden == all) continue;
             }
             for (int64_t c = 0; c < bk; c++) {
                 if (hidden >> c & 1) {
@@ -536,7 +531,6 @@ static inline float gg_fa_max(const float *sc, int64_t n) {
     return _mm512_reduce_max_ps(m);
 }
 
-/* the scores of one head over the block (sc[0..bk), -inf where masked) */
 /* any of the n f16 mask values not -inf */
 static bool gg_fa_mask_any(const uint16_t *m, int64_t n) {
     int64_t c = 0;
@@ -590,16 +584,6 @@ static void gg_fa_block_scores(int type, int64_t DK, int64_t gn, const float *co
     }
 }
 #endif
-
-/* per-thread scratch in floats for units of g heads: g accumulators, one converted
- * row, and g running maxima and sums, cache lines apart (the Python side's work_size
- * computes the same for g = n_head / n_head_kv, the largest g used) */
-static size_t gg_fa_stride(int64_t dk, int64_t dv, int64_t g) {
-    const int64_t acc = g * ((dv + 15) / 16 * 16);
-    const int64_t row = (GG_MAX(dk, dv) + 15) / 16 * 16;
-    const int64_t ms = (2 * g + 15) / 16 * 16;
-    return (size_t)(acc + row + ms + 16);
-}
 
 #define GG_FA_SPLIT_MIN 1024
 
@@ -736,6 +720,10 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
     const uint16_t *mp[GG_MAX_GROUP];
     float slope[GG_MAX_GROUP];
     float sc[GG_MAX_GROUP][GG_FA_RB];          /* a block's scores, then its weights */
+#if GG_FA_ROWS
+    float *scp[GG_MAX_GROUP];                  /* its rows, for the block kernel */
+    for (int j = 0; j < GG_MAX_GROUP; j++) scp[j] = sc[j];
+#endif
     bool live[GG_MAX_GROUP];
 
     for (int64_t it = p->ith; it < n_units * nsplit; it += p->nth) {
@@ -776,8 +764,6 @@ void gg_fwd_flash_attn_ext(const gg_params *p, gg_tensor *dst) {
                     if (j == 0 || mp[j] != mp[j - 1]) any = gg_fa_mask_any(mp[j] + kb, bk);
                 }
                 if (!any) continue;
-                float *scp[GG_MAX_GROUP];
-                for (int64_t j = 0; j < gn; j++) scp[j] = sc[j];
                 gg_fa_block_scores(k->type, DK, gn, pq, kbase + kb * k->nb[1], k->nb[1], bk, scale, scp);
                 any = false;
                 for (int64_t j = 0; j < gn; j++) {

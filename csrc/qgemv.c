@@ -193,6 +193,14 @@ GG_INLINE __m512i gg_qgemv_vals(const int T, const char *x0, const char *x1) {
 
 /* blocks [b0, b0 + n) of the column (n <= GG_QGEMV_SEG) -> c; missing
  * blocks of the last group are zero */
+/* block b of a column of Q8_0 or Q8_1 blocks (both start with their f16 d) */
+static inline const void *gg_qgemv_col_block(int vdt, const void *y, int64_t b) {
+    return vdt == GG_TYPE_Q8_1 ? (const void *)((const gg_block_q8_1 *)y + b) : (const void *)((const gg_block_q8_0 *)y + b);
+}
+static inline const int8_t *gg_qgemv_col_qs(int vdt, const void *blk) {
+    return vdt == GG_TYPE_Q8_1 ? ((const gg_block_q8_1 *)blk)->qs : ((const gg_block_q8_0 *)blk)->qs;
+}
+
 static void gg_qgemv_prepare(int vdt, const void *y, int64_t b0, int64_t n, gg_qgemv_col *c) {
     const int64_t npad = (n + 7) / 8 * 8;
     for (int64_t k = 0; k < npad; k++) {
@@ -200,18 +208,14 @@ static void gg_qgemv_prepare(int vdt, const void *y, int64_t b0, int64_t n, gg_q
         float d = 0.0f, s = 0.0f;
         int32_t sum = 0;
         if (k < n) {
-            const int8_t *q;
+            const void *blk = gg_qgemv_col_block(vdt, y, b0 + k);
+            d = gg_fp16_to_fp32(*(const uint16_t *)blk);
             if (vdt == GG_TYPE_Q8_1) {
-                const gg_block_q8_1 *yb = (const gg_block_q8_1 *)y + b0 + k;
-                d = gg_fp16_to_fp32(yb->d);
-                s = gg_fp16_to_fp32(yb->s);
-                q = yb->qs;
-            } else {
-                const gg_block_q8_0 *yb = (const gg_block_q8_0 *)y + b0 + k;
-                d = gg_fp16_to_fp32(yb->d);
-                q = yb->qs;
+                s = gg_fp16_to_fp32(((const gg_block_q8_1 *)blk)->s);
+            } else {                    /* the offset types' sum(y); Q8_1 carries it in s */
+                const int8_t *q = gg_qgemv_col_qs(vdt, blk);
+                for (int j = 0; j < 32; j++) sum += q[j];
             }
-            for (int j = 0; j < 32; j++) sum += q[j];
         }
         c->d[slot] = d;
         c->s[slot] = s;
@@ -219,14 +223,8 @@ static void gg_qgemv_prepare(int vdt, const void *y, int64_t b0, int64_t n, gg_q
     }
     for (int64_t p = 0; p < npad / 2; p++) {
         const int64_t k0 = 2 * p, k1 = 2 * p + 1;
-        const int8_t *q0 = NULL, *q1 = NULL;
-        if (vdt == GG_TYPE_Q8_1) {
-            if (k0 < n) q0 = ((const gg_block_q8_1 *)y + b0 + k0)->qs;
-            if (k1 < n) q1 = ((const gg_block_q8_1 *)y + b0 + k1)->qs;
-        } else {
-            if (k0 < n) q0 = ((const gg_block_q8_0 *)y + b0 + k0)->qs;
-            if (k1 < n) q1 = ((const gg_block_q8_0 *)y + b0 + k1)->qs;
-        }
+        const int8_t *q0 = k0 < n ? gg_qgemv_col_qs(vdt, gg_qgemv_col_block(vdt, y, b0 + k0)) : NULL;
+        const int8_t *q1 = k1 < n ? gg_qgemv_col_qs(vdt, gg_qgemv_col_block(vdt, y, b0 + k1)) : NULL;
         c->q[p] = q0 ? gg_qgemv_pair8(q0, q1) : _mm512_setzero_si512();
     }
 }
