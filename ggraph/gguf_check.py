@@ -131,6 +131,14 @@ class _Cursor:
         self.off += n
         return s
 
+    def unique_string(self, what, seen: set, kind: str) -> str:
+        """A string that must not be in `seen` (keys, tensor names); adds it."""
+        s = self.string(what)
+        if s in seen:
+            self.fail(f"{kind} {s!r} appears twice ({kind}s must be unique)")
+        seen.add(s)
+        return s
+
 
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
@@ -237,10 +245,7 @@ def _scan(path, buf, size, known_types) -> GGUFLayout:
     seen = set()
     for i in range(n_kv):
         start = cur.off
-        key = cur.string(f"key {i}")
-        if key in seen:
-            cur.fail(f"metadata key {key!r} appears twice (keys must be unique)")
-        seen.add(key)
+        key = cur.unique_string(f"key {i}", seen, "metadata key")
         vtype = cur.u32(f"value type of key {key!r}")
         voff = cur.off
         v = _value(cur, vtype, key, 0, "value")
@@ -261,10 +266,7 @@ def _scan(path, buf, size, known_types) -> GGUFLayout:
     names = set()
     for i in range(n_tensors):
         start = cur.off
-        name = cur.string(f"name of tensor {i}")
-        if name in names:
-            cur.fail(f"tensor {name!r} appears twice (tensor names must be unique)")
-        names.add(name)
+        name = cur.unique_string(f"name of tensor {i}", names, "tensor")
         n_dims = cur.u32(f"dimension count of tensor {name!r}")
         if not 1 <= n_dims <= MAX_DIMS:
             cur.fail(f"tensor {name!r} has {n_dims} dimensions, expected 1..{MAX_DIMS}")
